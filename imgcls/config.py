@@ -1,0 +1,120 @@
+"""Option groups of a training run, as plain dataclasses: every hyperparameter is defined here, once.
+
+The Hydra configs in `conf/` use these classes as schemas (so a typo in a key is an error) and only
+state what differs; Python callers pass a dataclass, a dict of overrides, or nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional, TypeVar
+
+from imgcls.errors import ImgclsError
+
+
+@dataclass
+class DataConfig:
+    name: str = "cifar10"  # cifar10 | mnist | folder
+    root: Optional[str] = None  # directory holding data sets; None = $IMGCLS_DATA, else ./data
+    download: bool = True  # let torchvision download a missing data set (needs network)
+    val_fraction: float = 0.1  # held-out share of train when there is no validation folder; 0 = none (best = last)
+    split_seed: int = 0  # seed of the stratified train/val split (kept apart from the training seed)
+    image_size: Optional[int] = None  # side the model sees; None = native size (small images) or 224 (large)
+    channels: Optional[int] = None  # 1 or 3; None = the data set's own (1 for MNIST, 3 otherwise)
+    mean: Optional[list[float]] = None  # normalization; None = the data set's published values
+    std: Optional[list[float]] = None
+    small_max: int = 64  # images at most this many pixels a side are decoded once into a tensor cache
+    cache_dir: Optional[str] = None  # decode cache; None = $IMGCLS_CACHE, else ~/.cache/imgcls
+    workers: int = 2  # DataLoader workers for large images
+    limit: Optional[int] = None  # use only the first N samples of each split (quick tests)
+
+
+@dataclass
+class AugConfig:
+    flip: bool = True  # random horizontal flip (turn off for digits and text)
+    crop_pad: int = 4  # small images: random translate by up to this many pixels (pad-and-crop); 0 = off
+    crop_scale: list[float] = field(default_factory=lambda: [0.35, 1.0])  # large images: RandomResizedCrop area range
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.1  # peak learning rate (after warmup)
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = True
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW
+    weight_decay: float = 5e-4  # applied to weights of conv/linear layers only, never to norms or biases
+
+
+@dataclass
+class SchedConfig:
+    name: str = "cosine"  # cosine | onecycle | linear | step | constant
+    warmup: float = 0.0  # share of all steps spent ramping the lr up linearly from 0
+    final_factor: float = 0.0  # lr at the end, as a fraction of the peak (cosine, linear)
+    div_factor: float = 25.0  # onecycle: start lr = peak / div_factor
+    step_size: float = 0.33  # step: decay every this share of training ...
+    gamma: float = 0.1  # ... by this factor
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    seed: int = 0  # weights, shuffling, augmentation
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # exponential moving average of weights per step; 0 = off (e.g. 0.999)
+    patience: int = 0  # early stopping: epochs without val improvement before stopping; 0 = off
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    threads: Optional[int] = None  # CPU threads; None = all cores
+    amp: bool = True  # mixed precision on CUDA (bf16 if supported, else fp16); CPU always runs fp32
+    channels_last: Optional[bool] = None  # None = on for CUDA, off for CPU
+    compile: bool = False  # torch.compile the model
+    project: str = "runs"  # parent folder of run folders
+    name: Optional[str] = None  # run folder name; None = "<data>-<model>"; a taken name gets -2, -3, ...
+    resume: Any = False  # true = continue the latest run named `name`; or a run folder path
+    progress: bool = True  # progress bar
+    limit_batches: Optional[int] = None  # stop each epoch after N batches (quick tests)
+    time_budget: Optional[float] = None  # seconds of training; the schedule adapts and training stops in time
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet_cifar20"  # registered name, see `imgcls.list_models()`
+    args: dict[str, Any] = field(default_factory=dict)  # builder options (e.g. width), besides the fixed keys
+
+
+C = TypeVar("C")
+
+
+def coerce(cls: type[C], value: Any, group: str) -> C:
+    """Turn None, a dataclass or a dict of overrides into `cls`; unknown keys name the group."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str) and "name" in {f.name for f in dataclasses.fields(cls)}:
+        return cls(name=value)
+    if not isinstance(value, dict):
+        raise ImgclsError(f"{group}: expected a dict or {cls.__name__}, got {type(value).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ImgclsError(f"unknown {group} option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return cls(**value)
+
+
+def model_config(value: Any) -> ModelConfig:
+    """A model group is a name plus free builder options: {"name": "mlp", "hidden": [64]}."""
+    if isinstance(value, ModelConfig):
+        return value
+    if isinstance(value, str):
+        return ModelConfig(name=value)
+    if value is None:
+        return ModelConfig()
+    value = dict(value)
+    name = value.pop("name", ModelConfig.name)
+    args = dict(value.pop("args", {}) or {})
+    args.update(value)
+    return ModelConfig(name=name, args=args)

@@ -1,0 +1,69 @@
+"""`evaluate`: score a model file on a data split and write metrics.json, per_class.csv and plots."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imgcls.config import DataConfig, coerce
+from imgcls.data import DataBundle, load_data, make_loader
+from imgcls.errors import ImgclsError
+from imgcls.evaluate.metrics import compute_metrics, write_metrics, write_per_class_csv
+from imgcls.evaluate.plots import plot_confusion_matrix
+from imgcls.modelfile import load_model
+from imgcls.train.device import select_device, set_threads
+from imgcls.train.loop import predict_logits
+from imgcls.train.run_dir import new_run_dir
+
+
+def evaluate_model(model: nn.Module, bundle: DataBundle, split: str, out_dir: Path, *, device: torch.device,
+                   batch_size: int = 1000, amp_dtype=None, workers: int = 2) -> dict:
+    """Metrics of `model` on `bundle.<split>`, written to out_dir (metrics.json, per_class.csv, confusion_matrix.png)."""
+    data = getattr(bundle, split, None)
+    if data is None or len(data) == 0:
+        raise ImgclsError(f"data set {bundle.name!r} has no {split!r} split; choose split=train|val|test")
+    loader = make_loader(bundle, data, train=False, batch_size=batch_size, device=device, workers=workers)
+    logits, labels = predict_logits(model, loader, device=device, amp_dtype=amp_dtype)
+    metrics = compute_metrics(logits, labels, bundle.classes, loss=F.cross_entropy(logits, labels).item())
+    metrics["split"] = split
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_metrics(metrics, out_dir / "metrics.json")
+    write_per_class_csv(metrics, out_dir / "per_class.csv")
+    plot_confusion_matrix(metrics["confusion_matrix"], bundle.classes, out_dir / "confusion_matrix.png",
+                          title=f"{bundle.name} {split}: top-1 {metrics['top1']:.2%}")
+    return metrics
+
+
+def evaluate(ckpt: str | Path, *, data: DataConfig | dict | str | None = None, split: str = "test",
+             out_dir: str | Path | None = None, project: str = "runs", batch_size: int = 1000,
+             device: str = "auto", threads: int | None = None) -> dict:
+    """Evaluate the model file `ckpt` on a data set (default: the one it was trained on).
+
+    Returns the metrics dict (also written to `<out_dir>/metrics.json`, with `out_dir` added under
+    the key "out_dir").
+    """
+    set_threads(threads)
+    dev = select_device(device)
+    model = load_model(ckpt, device=dev)
+    meta = model.meta
+    if data is None:
+        if "data" not in meta.train:
+            raise ImgclsError(f"{ckpt} does not record its data set; pass data=NAME (and data.root=DIR)")
+        data = meta.train["data"]
+    cfg = coerce(DataConfig, data, "data")
+    pre = meta.preprocess
+    # Evaluate with the model's own input format, whatever the data set's defaults are.
+    cfg = dataclasses.replace(cfg, channels=pre.channels, image_size=pre.input_size[0], mean=pre.mean, std=pre.std,
+                              val_fraction=cfg.val_fraction if split == "val" else 0.0)
+    bundle = load_data(cfg)
+    if bundle.classes != meta.classes:
+        raise ImgclsError(f"the classes of data set {cfg.name!r} ({len(bundle.classes)}: {bundle.classes[:5]}...) differ from "
+                          f"the model's ({len(meta.classes)}: {meta.classes[:5]}...); evaluate on data with the same class folders")
+    out = Path(out_dir) if out_dir else new_run_dir(project, f"eval-{Path(ckpt).parent.name or 'model'}")
+    metrics = evaluate_model(model, bundle, split, out, device=dev, batch_size=batch_size, workers=cfg.workers)
+    metrics["out_dir"] = str(out)
+    return metrics

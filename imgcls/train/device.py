@@ -1,0 +1,51 @@
+"""Device choice, CPU threads and mixed precision: the only place that knows CUDA from CPU."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from imgcls.errors import ImgclsError
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """"auto" picks CUDA, then Apple MPS, then the CPU; an explicit name must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ImgclsError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ImgclsError(f"trainer.device={name} but CUDA is not available here; use trainer.device=auto or cpu")
+    return dev
+
+
+def set_threads(threads: int | None) -> int:
+    """Set intra-op threads once at start-up (default: all cores this process may use)."""
+    n = threads or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (threads or os.cpu_count() or 1)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """bf16 on CUDA when supported, else fp16; None (fp32) on CPU and MPS, where low precision is slower here."""
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """Loss scaling is needed for fp16 only; a disabled scaler is a no-op."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)

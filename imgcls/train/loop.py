@@ -1,0 +1,198 @@
+"""The training engine: one epoch of training, inference over a loader, and `fit` over epochs.
+
+`fit` writes into a run folder after every epoch: the training state (for resume), results.csv,
+the `last` model and, when validation improves, `best`. Everything here takes plain objects.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from imgcls.config import SchedConfig
+from imgcls.train.checkpoint import load_state, save_state
+from imgcls.train.device import autocast
+from imgcls.train.optim import lr_factor, set_lr
+
+RESULTS_COLUMNS = ["epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
+
+
+@dataclass
+class Budget:
+    """Training-time budget: the schedule follows max(step share, time share) and training stops at the limit."""
+
+    seconds: float | None = None
+    clock: Callable[[], float] = time.perf_counter
+    spent_before: float = 0.0  # seconds used by earlier (resumed) sessions of this run
+    _start: float = field(default=0.0, init=False)
+
+    def start(self) -> None:
+        self._start = self.clock()
+
+    def elapsed(self) -> float:
+        return self.spent_before + self.clock() - self._start
+
+    def progress(self, step: int, total_steps: int) -> float:
+        p = step / max(total_steps, 1)
+        return max(p, self.elapsed() / self.seconds) if self.seconds else p
+
+    def exhausted(self) -> bool:
+        return self.seconds is not None and self.elapsed() >= self.seconds
+
+
+def train_one_epoch(
+    model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, peak_lr: float, sched: SchedConfig,
+    step: int, total_steps: int, budget: Budget, device: torch.device, amp_dtype, scaler,
+    label_smoothing: float = 0.0, ema: nn.Module | None = None, limit_batches: int | None = None,
+    desc: str = "train", show_progress: bool = True,
+) -> dict:
+    """One pass over `loader`; returns loss, accuracy, images seen, steps done and the last lr."""
+    model.train()
+    n_batches = min(len(loader), limit_batches or len(loader))
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen, lr, t0 = 0, 0.0, time.perf_counter()
+    bar = tqdm(total=n_batches, desc=desc, disable=not show_progress, leave=False, dynamic_ncols=True)
+    for i, (x, y) in enumerate(loader):
+        if i >= n_batches or budget.exhausted():
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        lr = set_lr(optimizer, peak_lr, lr_factor(budget.progress(step, total_steps), sched))
+        with autocast(device, amp_dtype):
+            out = model(x)
+            loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if ema is not None:
+            ema.update_parameters(model)
+        step += 1
+        loss_sum += loss.detach() * len(y)
+        correct += (out.argmax(1) == y).sum()
+        seen += len(y)
+        if show_progress and (i % 10 == 0 or i == n_batches - 1):  # .item() syncs the device: not every step
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
+                            img_s=f"{seen / (time.perf_counter() - t0):.0f}", lr=f"{lr:.3g}")
+        bar.update(1)
+    bar.close()
+    seen = max(seen, 1)
+    return {"loss": loss_sum.item() / seen, "acc": correct.item() / seen, "images": seen, "step": step, "lr": lr,
+            "seconds": time.perf_counter() - t0}
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader, *, device: torch.device, amp_dtype=None,
+                   limit_batches: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, K) float32 and labels (N,) on the CPU, in loader order."""
+    model.eval()
+    logits, labels = [], []
+    for i, (x, y) in enumerate(loader):
+        if limit_batches is not None and i >= limit_batches:
+            break
+        with autocast(device, amp_dtype):
+            logits.append(model(x.to(device, non_blocking=True)).float().cpu())
+        labels.append(y.cpu())
+    return torch.cat(logits), torch.cat(labels)
+
+
+def write_results(rows: list[dict], path: Path) -> None:
+    """Rewrite results.csv from the history (atomically), so a resumed run never doubles or drops a row."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=RESULTS_COLUMNS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in RESULTS_COLUMNS})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    best_epoch: int
+    best_val_acc: float | None
+    train_seconds: float
+    stopped_early: bool
+
+
+def fit(
+    model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optimizer, *, run_dir: Path,
+    epochs: int, peak_lr: float, sched: SchedConfig, device: torch.device, amp_dtype, scaler,
+    save_model: Callable[[nn.Module, str, dict], None], label_smoothing: float = 0.0, ema: nn.Module | None = None,
+    patience: int = 0, budget: Budget | None = None, limit_batches: int | None = None,
+    show_progress: bool = True, resume: bool = False,
+) -> FitResult:
+    """Train for `epochs` (or until the time budget or early stopping), validating after each epoch.
+
+    `save_model(model, "best" | "last", metrics)` writes a model file; the model passed is the EMA
+    copy when EMA is on. With no validation loader the best model is the last one.
+    """
+    budget = budget or Budget()
+    steps_per_epoch = min(len(train_loader), limit_batches or len(train_loader))
+    total_steps = epochs * steps_per_epoch
+    history: list[dict] = []
+    start_epoch, step, best_acc, best_epoch, bad_epochs = 0, 0, -math.inf, 0, 0
+    state_path = run_dir / "state.safetensors"
+    if resume:
+        info = load_state(state_path, model=model, optimizer=optimizer, ema=ema, scaler=scaler, device=device)
+        start_epoch, step, history = info["epoch"], info["step"], info["history"]
+        best_acc, best_epoch, bad_epochs = info["best_acc"], info["best_epoch"], info["bad_epochs"]
+        budget.spent_before = info["train_seconds"]
+    budget.start()
+    stopped_early = False
+    eval_model = ema.module if ema is not None else model
+    for epoch in range(start_epoch, epochs):
+        if budget.exhausted():
+            break
+        train_loader.set_epoch(epoch)
+        t0 = time.perf_counter()
+        tr = train_one_epoch(model, train_loader, optimizer, peak_lr=peak_lr, sched=sched, step=step,
+                             total_steps=total_steps, budget=budget, device=device, amp_dtype=amp_dtype, scaler=scaler,
+                             label_smoothing=label_smoothing, ema=ema, limit_batches=limit_batches,
+                             desc=f"epoch {epoch + 1}/{epochs}", show_progress=show_progress)
+        step = tr["step"]
+        row = {"epoch": epoch + 1, "train_loss": round(tr["loss"], 6), "train_acc": round(tr["acc"], 6),
+               "val_loss": None, "val_acc": None, "lr": round(tr["lr"], 8)}
+        if val_loader is not None:
+            logits, labels = predict_logits(eval_model, val_loader, device=device, amp_dtype=amp_dtype)
+            row["val_loss"] = round(F.cross_entropy(logits, labels).item(), 6)
+            row["val_acc"] = round((logits.argmax(1) == labels).float().mean().item(), 6)
+        row["seconds"] = round(time.perf_counter() - t0, 3)
+        history.append(row)
+        improved = val_loader is None or row["val_acc"] > best_acc
+        if improved:
+            best_acc = row["val_acc"] if val_loader is not None else -math.inf
+            best_epoch, bad_epochs = epoch + 1, 0
+        else:
+            bad_epochs += 1
+        metrics = {k: row[k] for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")}
+        save_model(eval_model, "last", metrics)
+        if improved:
+            save_model(eval_model, "best", metrics)
+        done = epoch + 1 == epochs or budget.exhausted() or (patience and bad_epochs >= patience)
+        info = {"epoch": epoch + 1, "step": step, "history": history, "best_acc": best_acc, "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs, "train_seconds": budget.elapsed(), "finished": bool(done)}
+        save_state(state_path, model=model, optimizer=optimizer, ema=ema, scaler=scaler, info=info)
+        write_results(history, run_dir / "results.csv")
+        val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f}" if val_loader is not None else ""
+        tqdm.write(f"epoch {epoch + 1}/{epochs}: train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f}"
+                   f"{val} ({row['seconds']:.1f}s)")
+        if patience and bad_epochs >= patience:
+            stopped_early = True
+            tqdm.write(f"early stopping: no val improvement for {patience} epochs (best epoch {best_epoch})")
+            break
+    return FitResult(history=history, best_epoch=best_epoch, best_val_acc=None if best_acc == -math.inf else best_acc,
+                     train_seconds=budget.elapsed(), stopped_early=stopped_early)

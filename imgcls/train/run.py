@@ -1,0 +1,139 @@
+"""`train`: from option groups to a run folder with model files, results.csv, plots and test metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from imgcls.config import (AugConfig, DataConfig, ModelConfig, OptimConfig, SchedConfig, TrainerConfig, coerce,
+                           model_config)
+from imgcls.data import DataBundle, load_data, make_loader, write_split_lists
+from imgcls.errors import ImgclsError
+from imgcls.evaluate import evaluate_model, plot_learning_curves
+from imgcls.modelfile import ModelMeta, Preprocess, load_weights, save_model
+from imgcls.models import create_model, model_accepts
+from imgcls.train.device import amp_dtype as pick_amp_dtype
+from imgcls.train.device import grad_scaler, select_device, set_threads
+from imgcls.train.loop import Budget, fit
+from imgcls.train.optim import build_optimizer
+from imgcls.train.run_dir import new_run_dir, resume_dir
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best: Path  # model file with the best validation accuracy (the last one without validation)
+    last: Path
+    metrics: dict[str, Any]  # test-split metrics of `best` (val split when there is no test split)
+    history: list[dict]
+    train_seconds: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: ModelConfig, bundle: DataBundle) -> tuple[nn.Module, dict[str, Any]]:
+    """The model for `bundle` and the builder arguments that rebuild it."""
+    args = {**cfg.args, "num_classes": len(bundle.classes), "in_chans": bundle.channels}
+    if model_accepts(cfg.name, "img_size"):
+        args["img_size"] = bundle.image_size[0]
+    return create_model(cfg.name, **args), args
+
+
+def preprocess_of(bundle: DataBundle) -> Preprocess:
+    return Preprocess(input_size=list(bundle.image_size), channels=bundle.channels, mean=list(bundle.mean),
+                      std=list(bundle.std), resize=bundle.resize)
+
+
+def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | dict | str | None = None,
+          optim: OptimConfig | dict | None = None, sched: SchedConfig | dict | None = None,
+          aug: AugConfig | dict | None = None, trainer: TrainerConfig | dict | None = None) -> TrainResult:
+    """Train a model; every group takes a config dataclass, a dict of overrides or (data, model) a name.
+
+    Example: `imgcls.train(data={"name": "mnist"}, model="mlp", trainer={"epochs": 1})`.
+    """
+    t_start = time.perf_counter()
+    dcfg, mcfg = coerce(DataConfig, data, "data"), model_config(model)
+    ocfg, scfg = coerce(OptimConfig, optim, "optim"), coerce(SchedConfig, sched, "sched")
+    acfg, tcfg = coerce(AugConfig, aug, "aug"), coerce(TrainerConfig, trainer, "trainer")
+    set_threads(tcfg.threads)
+    device = select_device(tcfg.device)
+    seed_everything(tcfg.seed)
+    bundle = load_data(dcfg)
+    for note in bundle.notes[:20]:
+        print(f"note: {note}")
+    net, arch_args = build_model(mcfg, bundle)  # after seeding: the initial weights depend on the seed only
+    net.to(device)
+    channels_last = tcfg.channels_last if tcfg.channels_last is not None else device.type == "cuda"
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+
+    name = tcfg.name or f"{bundle.name}-{mcfg.name}"
+    run_dir = resume_dir(tcfg.project, name, tcfg.resume) if tcfg.resume else new_run_dir(tcfg.project, name)
+    config = {"data": dataclasses.asdict(dcfg), "model": {"name": mcfg.name, **mcfg.args},
+              "optim": dataclasses.asdict(ocfg), "sched": dataclasses.asdict(scfg), "aug": dataclasses.asdict(acfg),
+              "trainer": dataclasses.asdict(tcfg)}
+    if not tcfg.resume:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        write_split_lists(bundle, run_dir / "splits")
+
+    loader_args = dict(device=device, channels_last=channels_last, workers=dcfg.workers)
+    train_loader = make_loader(bundle, bundle.train, train=True, batch_size=tcfg.batch_size, aug=acfg,
+                               seed=tcfg.seed, **loader_args)
+    val_loader = make_loader(bundle, bundle.val, train=False, batch_size=tcfg.eval_batch_size, **loader_args) \
+        if bundle.val is not None and len(bundle.val) else None
+    optimizer = build_optimizer(net, ocfg)
+    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(tcfg.ema_decay), use_buffers=True) \
+        if tcfg.ema_decay > 0 else None
+    dtype = pick_amp_dtype(device, tcfg.amp)
+    scaler = grad_scaler(device, dtype)
+    train_net = torch.compile(net) if tcfg.compile else net
+    preprocess = preprocess_of(bundle)
+    recipe = {"data": config["data"], "config": config}
+
+    def save(m: nn.Module, which: str, metrics: dict) -> None:
+        meta = ModelMeta(arch=mcfg.name, arch_args=arch_args, classes=bundle.classes, preprocess=preprocess,
+                         metrics=metrics, train=recipe)
+        save_model(run_dir / f"{which}.safetensors", m, meta)
+
+    print(f"training {mcfg.name} on {bundle.name} ({len(bundle.train)} train, "
+          f"{len(bundle.val) if bundle.val is not None else 0} val images, {len(bundle.classes)} classes) "
+          f"on {device} in {run_dir}")
+    result = fit(train_net, train_loader, val_loader, optimizer, run_dir=run_dir, epochs=tcfg.epochs, peak_lr=ocfg.lr,
+                 sched=scfg, device=device, amp_dtype=dtype, scaler=scaler, save_model=save,
+                 label_smoothing=tcfg.label_smoothing, ema=ema, patience=tcfg.patience,
+                 budget=Budget(tcfg.time_budget), limit_batches=tcfg.limit_batches,
+                 show_progress=tcfg.progress, resume=bool(tcfg.resume))
+    if not result.history:
+        raise ImgclsError(f"no epoch was trained in {run_dir} (time budget too small, or the run had already finished)")
+    plot_learning_curves(run_dir / "results.csv", run_dir / "learning_curves.png")
+
+    # Score the best weights on the test split (or val); the numbers go into both model files' metadata.
+    best, last = run_dir / "best.safetensors", run_dir / "last.safetensors"
+    split = "test" if bundle.test is not None and len(bundle.test) else "val" if bundle.val is not None else None
+    metrics: dict[str, Any] = {}
+    if split:
+        eval_net = ema.module if ema is not None else net
+        load_weights(eval_net, best, arch=mcfg.name)
+        metrics = evaluate_model(eval_net, bundle, split, run_dir, device=device, batch_size=tcfg.eval_batch_size,
+                                 amp_dtype=dtype, workers=dcfg.workers)
+        summary = {"epoch": result.best_epoch, "best_val_acc": result.best_val_acc, f"{split}_top1": metrics["top1"],
+                   f"{split}_top5": metrics["top5"], "train_seconds": round(result.train_seconds, 2)}
+        save(eval_net, "best", summary)
+    print(f"done in {time.perf_counter() - t_start:.1f}s (training {result.train_seconds:.1f}s)"
+          + (f"; {split} top-1 {metrics['top1']:.2%}" if split else ""))
+    return TrainResult(run_dir=run_dir, best=best, last=last, metrics=metrics, history=result.history,
+                       train_seconds=result.train_seconds)
