@@ -1,0 +1,27 @@
+# Quick start: `make train` and `make test`. Each creates .venv (python3 -m venv + pip) when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Arguments for the main job, e.g. `make train ARGS="trainer.epochs=1"`.
+ARGS ?=
+
+.PHONY: install train test clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The default recipe; the data sets are read from $$IMGCLS_DATA (else ./data).
+train: $(STAMP)
+	$(BIN)/imgcls train experiment=cifar10_resnet20 $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,127 @@
+"""Command line: `imgcls VERB key=value ...`. The only module that imports Hydra.
+
+Hydra composes each verb's configuration from the packaged `conf/` (groups data, model, optim,
+sched, aug, trainer, experiment) and command-line overrides, with `-m` for sweeps; the verbs then
+call the plain-Python API with dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import sys
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from imgcls.config import AugConfig, DataConfig, OptimConfig, SchedConfig, TrainerConfig
+from imgcls.errors import ImgclsError
+
+SCHEMAS = {"data": DataConfig, "optim": OptimConfig, "sched": SchedConfig, "aug": AugConfig, "trainer": TrainerConfig}
+
+
+def _plain(cfg: DictConfig, key: str):
+    node = cfg.get(key)
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
+def _register_configs() -> None:
+    """Schemas of the option groups, and one config per registered model made from its builder's defaults."""
+    from hydra.core.config_store import ConfigStore
+
+    from imgcls.models import list_models
+    from imgcls.models.registry import _get
+
+    cs = ConfigStore.instance()
+    for group, schema in SCHEMAS.items():
+        cs.store(group=group, name="_schema", node=schema)
+    for name in list_models():
+        params = inspect.signature(_get(name)).parameters
+        node = {"name": name}
+        for p in params.values():
+            if p.name not in ("num_classes", "in_chans", "img_size") and p.default is not inspect.Parameter.empty:
+                node[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
+        cs.store(group="model", name=name, node=node)
+
+
+def cmd_train(cfg: DictConfig) -> None:
+    from imgcls.train.run import train
+
+    r = train(**{k: _plain(cfg, k) for k in ("data", "model", "optim", "sched", "aug", "trainer")})
+    print(f"model file: {r.best}")
+    print(f"run folder: {r.run_dir}")
+
+
+def cmd_evaluate(cfg: DictConfig) -> None:
+    from imgcls.evaluate import evaluate
+
+    m = evaluate(cfg.ckpt, data=_plain(cfg, "data"), split=cfg.split, out_dir=cfg.out, project=cfg.project,
+                 batch_size=cfg.batch_size, device=cfg.device, threads=cfg.threads)
+    print(f"{m['split']}: top-1 {m['top1']:.2%}  top-5 {m['top5']:.2%}  macro F1 {m['macro']['f1']:.4f}  "
+          f"({m['num_samples']} images)")
+    print(f"metrics: {Path(m['out_dir']) / 'metrics.json'}")
+    print(f"output folder: {m['out_dir']}")
+
+
+def cmd_predict(cfg: DictConfig) -> None:
+    from imgcls.predict import predict_to_csv
+    from imgcls.train.run_dir import new_run_dir
+
+    out = Path(cfg.out) if cfg.out else new_run_dir(cfg.project, "predict")
+    path, results = predict_to_csv(cfg.ckpt, cfg.source, out, top_k=cfg.top_k, device=cfg.device)
+    errors = [r for r in results if "error" in r]
+    for r in results[:10]:
+        print(f"{r['path']}: " + (f"ERROR {r['error']}" if "error" in r else f"{r['label']} ({r['score']:.3f})"))
+    if len(results) > 10:
+        print(f"... {len(results) - 10} more")
+    if errors:
+        print(f"{len(errors)} file(s) could not be read and were skipped (see the error column)")
+    print(f"predictions: {path}")
+
+
+VERBS: dict[str, tuple[Callable[[DictConfig], None], str]] = {
+    "train": (cmd_train, "train a model (data=, model=, optim=, sched=, aug=, trainer=, experiment=)"),
+    "evaluate": (cmd_evaluate, "score a model file: ckpt=PATH [data=NAME] -> metrics.json, confusion matrix"),
+    "predict": (cmd_predict, "predict images: ckpt=PATH source=IMAGE_OR_FOLDER -> predictions.csv"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: imgcls VERB [key=value ...] [-m for sweeps] [--help for a verb's options]", "", "verbs:"]
+    lines += [f"  {v:<10} {doc}" for v, (_, doc) in VERBS.items()]
+    lines += ["", "examples:", "  imgcls train experiment=mnist_mlp data.root=DIR",
+              "  imgcls evaluate ckpt=runs/mnist-mlp/best.safetensors",
+              "  imgcls predict ckpt=runs/mnist-mlp/best.safetensors source=images/"]
+    return "\n".join(lines)
+
+
+def _run_verb(fn: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
+    def task(cfg: DictConfig) -> None:
+        try:
+            fn(cfg)
+        except ImgclsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    return task
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    verb = argv.pop(0)
+    if verb not in VERBS:
+        print(f"error: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    import hydra
+
+    _register_configs()
+    sys.argv = [f"imgcls {verb}", *argv]
+    hydra.main(version_base="1.3", config_path="conf", config_name=verb)(_run_verb(VERBS[verb][0]))()
+
+
+if __name__ == "__main__":
+    main()

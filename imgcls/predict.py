@@ -1,0 +1,141 @@
+"""`Predictor`: a model file in, labels and scores for new images out.
+
+It applies the preprocessing stored in the model file, so a prediction sees exactly the input
+format the model was trained and evaluated with.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from imgcls.data.file_loader import eval_transform
+from imgcls.data.image_io import is_image_file, open_image, to_mode
+from imgcls.errors import ImgclsError
+from imgcls.modelfile import load_model
+from imgcls.train.device import select_device
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+
+
+class Predictor:
+    """Predict with a trained model: `Predictor.load("runs/x/best.safetensors").predict("cat.jpg")`."""
+
+    def __init__(self, model: torch.nn.Module, *, device: str | torch.device = "cpu", batch_size: int = 64):
+        self.model = model.eval()
+        self.meta = model.meta
+        self.classes = self.meta.classes
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        p = self.meta.preprocess
+        self.channels = p.channels
+        self.transform = eval_transform(tuple(p.input_size), p.mean, p.std, resize=p.resize, interpolation=p.interpolation)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str = "auto", batch_size: int = 64) -> "Predictor":
+        dev = select_device(device)
+        return cls(load_model(path, device=dev), device=dev, batch_size=batch_size)
+
+    # ------------------------------------------------------------ inputs
+
+    def _to_pil(self, x: ImageInput) -> Image.Image:
+        if isinstance(x, (str, os.PathLike)):
+            return open_image(x, self.channels)
+        if isinstance(x, Image.Image):
+            return to_mode(x, self.channels)
+        if isinstance(x, torch.Tensor):  # (C, H, W), float in [0, 1] or uint8
+            t = x.detach().cpu()
+            if t.ndim != 3:
+                raise ImgclsError(f"a tensor image must be (C, H, W), got shape {tuple(t.shape)}")
+            t = t if t.dtype == torch.uint8 else (t.float().clamp(0, 1) * 255).round().to(torch.uint8)
+            x = t.permute(1, 2, 0).numpy()
+        if isinstance(x, np.ndarray):  # (H, W), (H, W, C) uint8 or float in [0, 1]
+            a = x if x.dtype == np.uint8 else (np.clip(x.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
+            if a.ndim == 3 and a.shape[2] == 1:
+                a = a[:, :, 0]
+            if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+                raise ImgclsError(f"an array image must be (H, W) or (H, W, 3|4), got shape {a.shape}")
+            return to_mode(Image.fromarray(a), self.channels)
+        raise ImgclsError(f"cannot predict on a {type(x).__name__}; give a path, folder, PIL image, numpy array or tensor")
+
+    def _expand(self, source: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
+        if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+            files = sorted(str(p) for p in Path(source).rglob("*") if p.is_file() and is_image_file(p))
+            if not files:
+                raise ImgclsError(f"no image files in folder {source}")
+            return files
+        if isinstance(source, (str, os.PathLike, Image.Image, np.ndarray)):
+            return [source]
+        if isinstance(source, torch.Tensor):
+            return list(source) if source.ndim == 4 else [source]
+        return list(source)
+
+    # ------------------------------------------------------------ prediction
+
+    @torch.no_grad()
+    def logits(self, images: list[Image.Image]) -> torch.Tensor:
+        """Raw scores (N, num_classes) for already decoded images."""
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            x = torch.stack([self.transform(im) for im in images[i:i + self.batch_size]]).to(self.device)
+            out.append(self.model(x).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+
+    def _result(self, probs: torch.Tensor, top_k: int) -> dict[str, Any]:
+        k = min(top_k, len(self.classes))
+        scores, idx = probs.topk(k)
+        top = [{"label": self.classes[i], "score": float(s)} for s, i in zip(scores.tolist(), idx.tolist())]
+        return {"label": top[0]["label"], "score": top[0]["score"], "index": int(idx[0]), "top_k": top}
+
+    def predict(self, source: ImageInput | Iterable[ImageInput], top_k: int = 5, *, skip_errors: bool = False):
+        """Predict one image (returns a dict) or many (a list of dicts).
+
+        `source` is a path, a folder, a PIL image, a numpy array, a (C, H, W) tensor, or a list of
+        these (an (N, C, H, W) tensor counts as a list). Each result has `label`, `score`, `index`
+        and `top_k` = [{"label", "score"}, ...], and `path` for files. With `skip_errors`, an
+        unreadable file gives {"path", "error"} instead of raising.
+        """
+        single = not (isinstance(source, (list, tuple)) or (isinstance(source, (str, os.PathLike)) and Path(source).is_dir())
+                      or (isinstance(source, torch.Tensor) and source.ndim == 4))
+        items = self._expand(source)
+        images, results = [], []
+        for item in items:
+            try:
+                images.append(self._to_pil(item))
+                results.append({"path": str(item)} if isinstance(item, (str, os.PathLike)) else {})
+            except ImgclsError as e:
+                if not skip_errors:
+                    raise
+                results.append({"path": str(item), "error": str(e)})
+        probs = self.logits(images).softmax(1)
+        it = iter(probs)
+        for r in results:
+            if "error" not in r:
+                r.update(self._result(next(it), top_k))
+        return results[0] if single else results
+
+
+def predict_to_csv(ckpt: str | os.PathLike, source: str | os.PathLike, out_dir: Path, *, top_k: int = 5,
+                   device: str = "auto") -> tuple[Path, list[dict]]:
+    """Predict every image of `source` (a file or folder) into out_dir/predictions.csv; bad files are reported, not fatal."""
+    predictor = Predictor.load(ckpt, device=device)
+    if not Path(source).exists():
+        raise ImgclsError(f"source not found: {source}")
+    results = predictor.predict(str(source), top_k=top_k, skip_errors=True)
+    results = results if isinstance(results, list) else [results]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "predictions.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "score", "top_k", "error"])
+        for r in results:
+            w.writerow([r.get("path", ""), r.get("label", ""), f"{r['score']:.6f}" if "score" in r else "",
+                        json.dumps(r.get("top_k", [])), r.get("error", "")])
+    return path, results
