@@ -1,0 +1,104 @@
+"""Each CLI verb end to end on a tiny generated image folder: train -> evaluate -> predict."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgcls.evaluate import read_metrics
+
+
+def make_folder(root: Path, n_train: int = 10, n_test: int = 4, size: int = 12) -> Path:
+    """Two easy classes: dark and bright squares."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for c, level in (("dark", 40), ("bright", 210)):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                a = np.clip(level + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(a).save(d / f"{i}.png")
+    return root
+
+
+def imgcls(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "IMGCLS_CACHE": str(cwd / "cache")}
+    p = subprocess.run([sys.executable, "-m", "imgcls", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                       timeout=300)
+    if check and p.returncode != 0:
+        raise AssertionError(f"imgcls {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def last_value(stdout: str, prefix: str) -> str:
+    return [line for line in stdout.splitlines() if line.startswith(prefix)][-1].split(": ", 1)[1]
+
+
+def test_help_lists_verbs(tmp_path):
+    out = imgcls("--help", cwd=tmp_path).stdout
+    for verb in ("train", "evaluate", "predict"):
+        assert f"  {verb}" in out
+
+
+def test_train_evaluate_predict(tmp_path):
+    data = make_folder(tmp_path / "shapes")
+    p = imgcls("train", "data=folder", f"data.root={data}", "data.val_fraction=0.2", "model=simple_cnn",
+               "model.width=8", "trainer.epochs=3", "trainer.batch_size=4", "trainer.progress=false",
+               "optim.lr=0.05", cwd=tmp_path)
+    run = Path(tmp_path / last_value(p.stdout, "run folder"))
+    assert run.parent == tmp_path / "runs" and run.name == "folder-simple_cnn"
+    with open(run / "results.csv") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2", "3"]
+    ckpt = run / "best.safetensors"
+    assert ckpt.is_file()
+
+    p = imgcls("evaluate", f"ckpt={ckpt}", "out=ev", cwd=tmp_path)
+    metrics = read_metrics(tmp_path / "ev" / "metrics.json")
+    assert metrics["num_samples"] == 8 and metrics["classes"] == ["bright", "dark"]
+    assert metrics["top1"] >= 0.75  # two trivially separable classes
+    assert (tmp_path / "ev" / "confusion_matrix.png").is_file()
+
+    (data / "test" / "dark" / "broken.png").write_text("not an image")
+    p = imgcls("predict", f"ckpt={ckpt}", f"source={data / 'test'}", "top_k=2", cwd=tmp_path)
+    pred = Path(tmp_path / last_value(p.stdout, "predictions"))
+    rows = list(csv.DictReader(open(pred)))
+    assert len(rows) == 9
+    bad = [r for r in rows if r["error"]]
+    assert len(bad) == 1 and "broken.png" in bad[0]["error"]
+    good = [r for r in rows if not r["error"]]
+    assert all(len(json.loads(r["top_k"])) == 2 for r in good)
+    correct = sum(Path(r["path"]).parent.name == r["label"] for r in good)
+    assert correct >= 6
+
+
+def test_sweep_makes_one_run_per_value(tmp_path):
+    data = make_folder(tmp_path / "shapes", n_train=4, n_test=2)
+    imgcls("train", "-m", "data=folder", f"data.root={data}", "data.val_fraction=0", "model=mlp", "model.hidden=[8]",
+           "trainer=debug", "trainer.batch_size=4", "trainer.seed=1,2", cwd=tmp_path)
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir() if not p.name.startswith("."))
+    assert runs == ["folder-mlp", "folder-mlp-2"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "data=folder", "data.root=/does/not/exist"], "data folder not found: /does/not/exist"),
+        (["evaluate", "ckpt=missing.safetensors"], "model file not found"),
+        (["train", "trainer.nope=1"], "Could not override 'trainer.nope'"),
+        (["train", "model=nope"], "Could not find 'model/nope'"),
+        (["frobnicate"], "unknown verb"),
+    ],
+)
+def test_bad_input_gives_one_clear_error(tmp_path, args, message):
+    p = imgcls(*args, cwd=tmp_path, check=False)
+    assert p.returncode != 0
+    assert message in p.stdout + p.stderr
+    assert "Traceback" not in p.stderr
