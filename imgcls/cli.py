@@ -57,7 +57,7 @@ def cmd_evaluate(cfg: DictConfig) -> None:
     from imgcls.evaluate import evaluate
 
     m = evaluate(cfg.ckpt, data=_plain(cfg, "data"), split=cfg.split, out_dir=cfg.out, project=cfg.project,
-                 batch_size=cfg.batch_size, device=cfg.device, threads=cfg.threads)
+                 batch_size=cfg.batch_size, device=cfg.device, threads=cfg.threads, tta=cfg.tta)
     print(f"{m['split']}: top-1 {m['top1']:.2%}  top-5 {m['top5']:.2%}  macro F1 {m['macro']['f1']:.4f}  "
           f"({m['num_samples']} images)")
     print(f"metrics: {Path(m['out_dir']) / 'metrics.json'}")

@@ -27,24 +27,32 @@ class DataConfig:
     small_max: int = 64  # images at most this many pixels a side are decoded once into a tensor cache
     cache_dir: Optional[str] = None  # decode cache; None = $IMGCLS_CACHE, else ~/.cache/imgcls
     workers: int = 2  # DataLoader workers for large images
-    limit: Optional[int] = None  # use only the first N samples of each split (quick tests)
+    limit: Optional[int] = None  # use a seeded random N samples of each split (quick tests)
 
 
 @dataclass
 class AugConfig:
     flip: bool = True  # random horizontal flip (turn off for digits and text)
+    flip_mode: str = "random"  # random | alternate: each image mirrored in every other epoch (airbench), more diverse than random
     crop_pad: int = 4  # small images: random translate by up to this many pixels (pad-and-crop); 0 = off
     crop_scale: list[float] = field(default_factory=lambda: [0.35, 1.0])  # large images: RandomResizedCrop area range
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | adamw
-    lr: float = 0.1  # peak learning rate (after warmup)
+    name: str = "sgd"  # sgd | adamw | muon (Muon for conv filters, Nesterov SGD for the rest)
+    lr: float = 0.1  # peak learning rate (after warmup) of the SGD/AdamW groups, for a batch-mean loss
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = True
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW
-    weight_decay: float = 5e-4  # applied to weights of conv/linear layers only, never to norms or biases
+    weight_decay: float = 5e-4  # on conv/linear weights; never on norms or biases unless decay_norms
+    weight_decay_per_step: bool = False  # True: weight_decay is the share a weight shrinks per step at peak lr, whatever its lr
+    decay_norms: bool = False  # also decay 1-d parameters (norm shifts, biases)
+    bias_lr_scale: float = 1.0  # lr multiplier for 1-d parameters
+    muon_lr: float = 0.24  # Muon: step size of the orthogonalized update of each conv filter bank
+    muon_momentum: float = 0.6
+    muon_ns_steps: int = 3  # Newton-Schulz iterations
+    stop: dict[str, float] = field(default_factory=dict)  # name pattern -> share of training after which those params freeze (lr decays to 0 by then)
 
 
 @dataclass
@@ -76,7 +84,9 @@ class TrainerConfig:
     resume: Any = False  # true = continue the latest run named `name`; or a run folder path
     progress: bool = True  # progress bar
     limit_batches: Optional[int] = None  # stop each epoch after N batches (quick tests)
-    time_budget: Optional[float] = None  # seconds of training; the schedule adapts and training stops in time
+    time_budget: Optional[float] = None  # seconds for the whole run (data to test metrics); the schedule adapts to fit
+    tta: int = 0  # test-time augmentation level of the final test evaluation: 0 none, 1 mirror, 2 mirror + shifts
+    init_images: int = 5000  # training images given to a model's data-dependent init (e.g. patch whitening)
 
 
 @dataclass

@@ -120,6 +120,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, arch: str = "?") 
         missing, unexpected = _st_load_model(model, str(path), strict=False)
     except RuntimeError as e:  # shape mismatch
         raise ImgclsError(f"{path} does not fit model {arch!r} (weights of another architecture?): {str(e).splitlines()[-1].strip()}") from None
+    missing, unexpected = sorted(missing), sorted(unexpected)  # safetensors returns `missing` as a set
     if missing or unexpected:
         raise ImgclsError(
             f"{path} does not fit model {arch!r} (weights of another architecture?): "

@@ -21,15 +21,15 @@ from imgcls.train.run_dir import new_run_dir
 
 
 def evaluate_model(model: nn.Module, bundle: DataBundle, split: str, out_dir: Path, *, device: torch.device,
-                   batch_size: int = 1000, amp_dtype=None, workers: int = 2) -> dict:
+                   batch_size: int = 1000, amp_dtype=None, workers: int = 2, tta: int = 0) -> dict:
     """Metrics of `model` on `bundle.<split>`, written to out_dir (metrics.json, per_class.csv, confusion_matrix.png)."""
     data = getattr(bundle, split, None)
     if data is None or len(data) == 0:
         raise ImgclsError(f"data set {bundle.name!r} has no {split!r} split; choose split=train|val|test")
     loader = make_loader(bundle, data, train=False, batch_size=batch_size, device=device, workers=workers)
-    logits, labels = predict_logits(model, loader, device=device, amp_dtype=amp_dtype)
+    logits, labels = predict_logits(model, loader, device=device, amp_dtype=amp_dtype, tta=tta)
     metrics = compute_metrics(logits, labels, bundle.classes, loss=F.cross_entropy(logits, labels).item())
-    metrics["split"] = split
+    metrics["split"], metrics["tta"] = split, tta
     out_dir.mkdir(parents=True, exist_ok=True)
     write_metrics(metrics, out_dir / "metrics.json")
     write_per_class_csv(metrics, out_dir / "per_class.csv")
@@ -40,11 +40,11 @@ def evaluate_model(model: nn.Module, bundle: DataBundle, split: str, out_dir: Pa
 
 def evaluate(ckpt: str | Path, *, data: DataConfig | dict | str | None = None, split: str = "test",
              out_dir: str | Path | None = None, project: str = "runs", batch_size: int = 1000,
-             device: str = "auto", threads: int | None = None) -> dict:
+             device: str = "auto", threads: int | None = None, tta: int | None = None) -> dict:
     """Evaluate the model file `ckpt` on a data set (default: the one it was trained on).
 
     Returns the metrics dict (also written to `<out_dir>/metrics.json`, with `out_dir` added under
-    the key "out_dir").
+    the key "out_dir"). `tta` is the test-time augmentation level; None = the one it was trained with.
     """
     set_threads(threads)
     dev = select_device(device)
@@ -64,6 +64,8 @@ def evaluate(ckpt: str | Path, *, data: DataConfig | dict | str | None = None, s
         raise ImgclsError(f"the classes of data set {cfg.name!r} ({len(bundle.classes)}: {bundle.classes[:5]}...) differ from "
                           f"the model's ({len(meta.classes)}: {meta.classes[:5]}...); evaluate on data with the same class folders")
     out = Path(out_dir) if out_dir else new_run_dir(project, f"eval-{Path(ckpt).parent.name or 'model'}")
-    metrics = evaluate_model(model, bundle, split, out, device=dev, batch_size=batch_size, workers=cfg.workers)
+    if tta is None:
+        tta = int(meta.train.get("config", {}).get("trainer", {}).get("tta", 0))
+    metrics = evaluate_model(model, bundle, split, out, device=dev, batch_size=batch_size, workers=cfg.workers, tta=tta)
     metrics["out_dir"] = str(out)
     return metrics

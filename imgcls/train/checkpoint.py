@@ -98,7 +98,8 @@ def load_state(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.op
         raise ImgclsError(f"{path} was saved from a different model than this run builds: {str(e).splitlines()[0]}") from None
     if ema is not None:
         ema.load_state_dict(part("ema."))
-    _restore_optimizer(optimizer, {k: v.to(device) for k, v in part("optim.").items()}, doc["optimizer"])
+    # Keys keep their "optim." prefix: `_restore_optimizer` parses "optim.<param id>.<state name>".
+    _restore_optimizer(optimizer, {k: v.to(device) for k, v in tensors.items() if k.startswith("optim.")}, doc["optimizer"])
     if doc["scaler"] is not None:
         scaler.load_state_dict(doc["scaler"])
     torch.set_rng_state(tensors["rng.torch"])

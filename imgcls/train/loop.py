@@ -21,9 +21,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from imgcls.config import SchedConfig
+from imgcls.evaluate.tta import tta_logits
 from imgcls.train.checkpoint import load_state, save_state
 from imgcls.train.device import autocast
-from imgcls.train.optim import lr_factor, set_lr
+from imgcls.train.optim import apply_schedule
 
 RESULTS_COLUMNS = ["epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
 
@@ -52,7 +53,7 @@ class Budget:
 
 
 def train_one_epoch(
-    model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, peak_lr: float, sched: SchedConfig,
+    model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, sched: SchedConfig,
     step: int, total_steps: int, budget: Budget, device: torch.device, amp_dtype, scaler,
     label_smoothing: float = 0.0, ema: nn.Module | None = None, limit_batches: int | None = None,
     desc: str = "train", show_progress: bool = True,
@@ -68,7 +69,7 @@ def train_one_epoch(
         if i >= n_batches or budget.exhausted():
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        lr = set_lr(optimizer, peak_lr, lr_factor(budget.progress(step, total_steps), sched))
+        lr = apply_schedule(optimizer, budget.progress(step, total_steps), sched)
         with autocast(device, amp_dtype):
             out = model(x)
             loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
@@ -94,15 +95,15 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, loader, *, device: torch.device, amp_dtype=None,
-                   limit_batches: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, K) float32 and labels (N,) on the CPU, in loader order."""
+                   limit_batches: int | None = None, tta: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, K) float32 and labels (N,) on the CPU, in loader order; `tta` is the TTA level."""
     model.eval()
     logits, labels = [], []
     for i, (x, y) in enumerate(loader):
         if limit_batches is not None and i >= limit_batches:
             break
         with autocast(device, amp_dtype):
-            logits.append(model(x.to(device, non_blocking=True)).float().cpu())
+            logits.append(tta_logits(model, x.to(device, non_blocking=True), tta).float().cpu())
         labels.append(y.cpu())
     return torch.cat(logits), torch.cat(labels)
 
@@ -130,7 +131,7 @@ class FitResult:
 
 def fit(
     model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optimizer, *, run_dir: Path,
-    epochs: int, peak_lr: float, sched: SchedConfig, device: torch.device, amp_dtype, scaler,
+    epochs: int, sched: SchedConfig, device: torch.device, amp_dtype, scaler,
     save_model: Callable[[nn.Module, str, dict], None], label_smoothing: float = 0.0, ema: nn.Module | None = None,
     patience: int = 0, budget: Budget | None = None, limit_batches: int | None = None,
     show_progress: bool = True, resume: bool = False,
@@ -159,7 +160,7 @@ def fit(
             break
         train_loader.set_epoch(epoch)
         t0 = time.perf_counter()
-        tr = train_one_epoch(model, train_loader, optimizer, peak_lr=peak_lr, sched=sched, step=step,
+        tr = train_one_epoch(model, train_loader, optimizer, sched=sched, step=step,
                              total_steps=total_steps, budget=budget, device=device, amp_dtype=amp_dtype, scaler=scaler,
                              label_smoothing=label_smoothing, ema=ema, limit_batches=limit_batches,
                              desc=f"epoch {epoch + 1}/{epochs}", show_progress=show_progress)

@@ -1,11 +1,15 @@
-"""Optimizers with weight decay kept off norms and biases, and learning-rate schedules.
+"""Optimizers with parameter groups by role, and learning-rate schedules.
 
+Groups: conv filters (Muon when optim.name=muon), other weights (decayed), 1-d parameters (norms and
+biases: not decayed unless asked, lr scaled by bias_lr_scale), and one group per `optim.stop`
+pattern (parameters that train only for the first part of the run, e.g. the whitening bias).
 Schedules are pure functions of training progress p in [0, 1] (a share of all steps, or of the
 time budget), so a run that adapts to a time budget or resumes mid-way computes the same rate.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import math
 
 import torch
@@ -13,26 +17,49 @@ from torch import nn
 
 from imgcls.config import OptimConfig, SchedConfig
 from imgcls.errors import ImgclsError
+from imgcls.train.muon import Muon
 
 SCHEDULES = ("cosine", "onecycle", "linear", "step", "constant")
+OPTIMIZERS = ("sgd", "adamw", "muon")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights of conv/linear layers (decayed) and 1-d parameters (norms, biases: never decayed)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """Parameter groups with their peak lr (`base_lr`), weight decay and optional `stop_at`."""
+    use_muon = cfg.name == "muon"
+    groups: dict[str, dict] = {}
+
+    def add(key: str, p: torch.Tensor, **opts) -> None:
+        groups.setdefault(key, {"params": [], **opts})["params"].append(p)
+
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        stop = next((at for pat, at in cfg.stop.items() if fnmatch.fnmatch(name, pat)), None)
+        one_d = p.ndim <= 1
+        if use_muon and p.ndim == 4:
+            opts = {"base_lr": cfg.muon_lr, "muon": True, "momentum": cfg.muon_momentum, "weight_decay": 0.0}
+        else:
+            lr = cfg.lr * (cfg.bias_lr_scale if one_d else 1.0)
+            wd = cfg.weight_decay if (not one_d or cfg.decay_norms) else 0.0
+            if cfg.weight_decay_per_step and wd:
+                wd = wd / lr  # the SGD step shrinks weights by lr * wd = weight_decay, whatever the lr
+            opts = {"base_lr": lr, "weight_decay": wd, **({"muon": False} if use_muon else {})}
+        key = f"{'muon' if opts.get('muon') else 'norm' if one_d else 'weight'}" + (f"@{stop}" if stop is not None else "")
+        add(key, p, **opts, **({"stop_at": stop} if stop is not None else {}))
+    return list(groups.values())
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
+    if cfg.name not in OPTIMIZERS:
+        raise ImgclsError(f"unknown optimizer {cfg.name!r}; available: {', '.join(OPTIMIZERS)}")
+    groups = param_groups(model, cfg)
+    for g in groups:
+        g["lr"] = g["base_lr"]
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
-    raise ImgclsError(f"unknown optimizer {cfg.name!r}; available: sgd, adamw")
+    return Muon(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, ns_steps=cfg.muon_ns_steps)
 
 
 def lr_factor(p: float, cfg: SchedConfig) -> float:
@@ -59,8 +86,17 @@ def lr_factor(p: float, cfg: SchedConfig) -> float:
     return 1.0
 
 
-def set_lr(optimizer: torch.optim.Optimizer, peak_lr: float, factor: float) -> float:
-    lr = peak_lr * factor
+def apply_schedule(optimizer: torch.optim.Optimizer, p: float, sched: SchedConfig) -> float:
+    """Set every group's lr for progress p; groups past their `stop_at` are frozen. Returns group 0's lr."""
+    factor = lr_factor(p, sched)
     for g in optimizer.param_groups:
-        g["lr"] = lr * g.get("lr_scale", 1.0)
-    return lr
+        lr = g.get("base_lr", g["lr"]) * factor
+        stop = g.get("stop_at")
+        if stop is not None:
+            lr *= max(0.0, 1 - p / stop) if stop > 0 else 0.0
+            if p >= stop and g["params"][0].requires_grad:
+                for q in g["params"]:  # no gradient at all from now on: backward skips that work
+                    q.requires_grad_(False)
+                    q.grad = None
+        g["lr"] = lr
+    return optimizer.param_groups[0]["lr"]

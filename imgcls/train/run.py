@@ -24,7 +24,8 @@ from imgcls.modelfile import ModelMeta, Preprocess, load_weights, save_model
 from imgcls.models import create_model, model_accepts
 from imgcls.train.device import amp_dtype as pick_amp_dtype
 from imgcls.train.device import grad_scaler, select_device, set_threads
-from imgcls.train.loop import Budget, fit
+from imgcls.evaluate.tta import TTA_VIEWS, tta_logits
+from imgcls.train.loop import Budget, fit, predict_logits
 from imgcls.train.optim import build_optimizer
 from imgcls.train.run_dir import new_run_dir, resume_dir
 
@@ -58,6 +59,39 @@ def preprocess_of(bundle: DataBundle) -> Preprocess:
                       std=list(bundle.std), resize=bundle.resize)
 
 
+BUDGET_MARGIN = 3.0  # seconds kept free for saving files and printing at the end of a time-budgeted run
+
+
+def first_images(bundle: DataBundle, n: int, device: torch.device) -> torch.Tensor:
+    """The first n training images, normalized and unaugmented: input for a model's data-dependent init."""
+    loader = make_loader(bundle, bundle.train, train=False, batch_size=min(n, 1000), device=device)
+    batches, seen = [], 0
+    for x, _ in loader:
+        batches.append(x)
+        seen += len(x)
+        if seen >= n:
+            break
+    return torch.cat(batches)[:n]
+
+
+def estimate_eval_seconds(net: nn.Module, bundle: DataBundle, split: str, tcfg: TrainerConfig, device, dtype) -> float:
+    """Time one evaluation batch (with TTA) and scale to the split: what the final evaluation will cost."""
+    data = getattr(bundle, split)
+    loader = make_loader(bundle, data, train=False, batch_size=min(tcfg.eval_batch_size, len(data)), device=device)
+    x, _ = next(iter(loader))
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        tta_logits(net, x[:8].to(device), tcfg.tta)  # warm-up
+        t = time.perf_counter()
+        tta_logits(net, x.to(device), tcfg.tta)
+        per_batch = time.perf_counter() - t
+    net.train(was_training)
+    n_batches = -(-len(data) // len(x))
+    extra = 1 if tcfg.tta else 0  # the plain (no-TTA) pass reported beside the TTA number
+    return per_batch * n_batches * (1 + extra / TTA_VIEWS[tcfg.tta]) * 1.1
+
+
 def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | dict | str | None = None,
           optim: OptimConfig | dict | None = None, sched: SchedConfig | dict | None = None,
           aug: AugConfig | dict | None = None, trainer: TrainerConfig | dict | None = None) -> TrainResult:
@@ -80,6 +114,9 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     channels_last = tcfg.channels_last if tcfg.channels_last is not None else device.type == "cuda"
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
+
+    if hasattr(net, "init_from_data") and not tcfg.resume:  # e.g. patch whitening (resume restores it)
+        net.init_from_data(first_images(bundle, tcfg.init_images, device))
 
     name = tcfg.name or f"{bundle.name}-{mcfg.name}"
     run_dir = resume_dir(tcfg.project, name, tcfg.resume) if tcfg.resume else new_run_dir(tcfg.project, name)
@@ -109,13 +146,21 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
                          metrics=metrics, train=recipe)
         save_model(run_dir / f"{which}.safetensors", m, meta)
 
+    test_split = "test" if bundle.test is not None and len(bundle.test) else "val" if bundle.val is not None else None
+    budget = Budget(None)
+    if tcfg.time_budget:
+        reserve = estimate_eval_seconds(net, bundle, test_split, tcfg, device, dtype) if test_split else 0.0
+        budget = Budget(tcfg.time_budget - (time.perf_counter() - t_start) - reserve - BUDGET_MARGIN)
+        print(f"time budget {tcfg.time_budget:.0f}s: {budget.seconds:.0f}s for training, {reserve:.0f}s kept for the test evaluation")
+        if budget.seconds <= 0:
+            raise ImgclsError(f"trainer.time_budget={tcfg.time_budget} leaves no time for training after loading and evaluation")
     print(f"training {mcfg.name} on {bundle.name} ({len(bundle.train)} train, "
           f"{len(bundle.val) if bundle.val is not None else 0} val images, {len(bundle.classes)} classes) "
           f"on {device} in {run_dir}")
-    result = fit(train_net, train_loader, val_loader, optimizer, run_dir=run_dir, epochs=tcfg.epochs, peak_lr=ocfg.lr,
+    result = fit(train_net, train_loader, val_loader, optimizer, run_dir=run_dir, epochs=tcfg.epochs,
                  sched=scfg, device=device, amp_dtype=dtype, scaler=scaler, save_model=save,
                  label_smoothing=tcfg.label_smoothing, ema=ema, patience=tcfg.patience,
-                 budget=Budget(tcfg.time_budget), limit_batches=tcfg.limit_batches,
+                 budget=budget, limit_batches=tcfg.limit_batches,
                  show_progress=tcfg.progress, resume=bool(tcfg.resume))
     if not result.history:
         raise ImgclsError(f"no epoch was trained in {run_dir} (time budget too small, or the run had already finished)")
@@ -123,17 +168,28 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
 
     # Score the best weights on the test split (or val); the numbers go into both model files' metadata.
     best, last = run_dir / "best.safetensors", run_dir / "last.safetensors"
-    split = "test" if bundle.test is not None and len(bundle.test) else "val" if bundle.val is not None else None
+    split = test_split
     metrics: dict[str, Any] = {}
     if split:
         eval_net = ema.module if ema is not None else net
         load_weights(eval_net, best, arch=mcfg.name)
+        t_eval = time.perf_counter()
         metrics = evaluate_model(eval_net, bundle, split, run_dir, device=device, batch_size=tcfg.eval_batch_size,
-                                 amp_dtype=dtype, workers=dcfg.workers)
+                                 amp_dtype=dtype, workers=dcfg.workers, tta=tcfg.tta)
         summary = {"epoch": result.best_epoch, "best_val_acc": result.best_val_acc, f"{split}_top1": metrics["top1"],
-                   f"{split}_top5": metrics["top5"], "train_seconds": round(result.train_seconds, 2)}
+                   f"{split}_top5": metrics["top5"], "tta": tcfg.tta, "train_seconds": round(result.train_seconds, 2),
+                   "eval_seconds": round(time.perf_counter() - t_eval, 2)}
+        if tcfg.tta:  # the plain number too, to show what TTA adds
+            plain = make_loader(bundle, getattr(bundle, split), train=False, batch_size=tcfg.eval_batch_size, **loader_args)
+            logits, labels = predict_logits(eval_net, plain, device=device, amp_dtype=dtype)
+            summary[f"{split}_top1_no_tta"] = metrics["top1_no_tta"] = (logits.argmax(1) == labels).float().mean().item()
+        metrics["summary"] = summary
         save(eval_net, "best", summary)
-    print(f"done in {time.perf_counter() - t_start:.1f}s (training {result.train_seconds:.1f}s)"
-          + (f"; {split} top-1 {metrics['top1']:.2%}" if split else ""))
+    total = time.perf_counter() - t_start
+    if split:
+        metrics["summary"]["total_seconds"] = round(total, 2)
+    tta_note = f" with TTA level {tcfg.tta} ({metrics['top1_no_tta']:.2%} without)" if split and tcfg.tta else ""
+    print(f"done in {total:.1f}s (training {result.train_seconds:.1f}s)"
+          + (f"; {split} top-1 {metrics['top1']:.2%}{tta_note}" if split else ""))
     return TrainResult(run_dir=run_dir, best=best, last=last, metrics=metrics, history=result.history,
                        train_seconds=result.train_seconds)

@@ -1,0 +1,49 @@
+"""What a data source hands the rest of imgcls: splits of labelled images, classes and preprocessing facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class Split:
+    """One split. Small images live in `images` as uint8 (N, C, H, W); large ones are files in `ids`."""
+
+    labels: torch.Tensor  # (N,) int64
+    ids: list[str]  # file path of each sample, or "<dataset>:<split>:<index>" for array data sets
+    images: Optional[torch.Tensor] = None  # (N, C, H, W) uint8, or None when the images stay on disk
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor | list[int]) -> "Split":
+        index = torch.as_tensor(index, dtype=torch.long)
+        images = self.images[index] if self.images is not None else None
+        return Split(labels=self.labels[index], ids=[self.ids[i] for i in index.tolist()], images=images)
+
+
+@dataclass
+class DataBundle:
+    """Train/val/test splits plus what a model and `Predictor` need to know about them."""
+
+    name: str
+    classes: list[str]
+    channels: int  # 1 or 3, after conversion to what the model takes
+    image_size: tuple[int, int]  # (H, W) the model sees
+    mean: list[float]
+    std: list[float]
+    train: Split
+    val: Optional[Split] = None
+    test: Optional[Split] = None
+    resize: Optional[int] = None  # large images: shorter side before the center crop at evaluation
+    notes: list[str] = field(default_factory=list)  # things the user should know (skipped files, ...)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.train.images is not None
+
+    def with_splits(self, **splits: Optional[Split]) -> "DataBundle":
+        return replace(self, **splits)

@@ -1,0 +1,73 @@
+"""Loading large images from files: a Dataset over paths, torchvision transforms v2, a DataLoader."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from imgcls.data.image_io import open_image
+from imgcls.errors import ImgclsError
+
+
+def train_transform(size: tuple[int, int], mean, std, *, flip: bool, scale: list[float]) -> v2.Compose:
+    ops = [v2.RandomResizedCrop(size, scale=tuple(scale), antialias=True)]
+    if flip:
+        ops.append(v2.RandomHorizontalFlip())
+    return v2.Compose([*ops, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
+def eval_transform(size: tuple[int, int], mean, std, *, resize: int | None, interpolation: str = "bilinear") -> v2.Compose:
+    """Resize the shorter side to `resize` and center-crop `size`; with resize=None squash to `size`."""
+    interp = v2.InterpolationMode(interpolation)
+    first = [v2.Resize(resize, interpolation=interp, antialias=True), v2.CenterCrop(size)] if resize else \
+        [v2.Resize(size, interpolation=interp, antialias=True)]
+    return v2.Compose([*first, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
+class FileDataset(Dataset):
+    """(image tensor, label) from image files; an unreadable file is reported once and replaced by the next."""
+
+    def __init__(self, paths: list[str], labels: torch.Tensor, transform, channels: int):
+        self.paths, self.labels, self.transform, self.channels = paths, labels, transform, channels
+        self._reported: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        for k in range(len(self.paths)):
+            j = (i + k) % len(self.paths)
+            try:
+                img = open_image(self.paths[j], self.channels)
+            except ImgclsError as e:
+                if j not in self._reported:
+                    self._reported.add(j)
+                    warnings.warn(f"skipped {e}")
+                continue
+            return self.transform(img), int(self.labels[j])
+        raise ImgclsError(f"no readable image among {len(self.paths)} files, e.g. {self.paths[0]}")
+
+
+class FileLoader:
+    """A DataLoader remade every epoch with a generator seeded by (seed, epoch), for exact resumption."""
+
+    def __init__(self, dataset: FileDataset, *, batch_size: int, shuffle: bool, drop_last: bool = False,
+                 workers: int = 2, seed: int = 0, pin_memory: bool = False):
+        self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
+        self.workers, self.seed, self.epoch, self.pin_memory = workers, seed, 0, pin_memory
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=self.shuffle, drop_last=self.drop_last,
+                            num_workers=self.workers, generator=g, pin_memory=self.pin_memory)
+        yield from loader

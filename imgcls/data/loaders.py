@@ -1,0 +1,27 @@
+"""Pick the loader for a split: tensor-resident for small images, file-based for large ones."""
+
+from __future__ import annotations
+
+import torch
+
+from imgcls.config import AugConfig
+from imgcls.data.bundle import DataBundle, Split
+from imgcls.data.file_loader import FileDataset, FileLoader, eval_transform, train_transform
+from imgcls.data.tensor_loader import TensorLoader
+
+
+def make_loader(bundle: DataBundle, split: Split, *, train: bool, batch_size: int, aug: AugConfig | None = None,
+                seed: int = 0, device: str | torch.device = "cpu", channels_last: bool = False, workers: int = 2):
+    """A loader of normalized float batches; `train=True` shuffles and augments, else neither."""
+    aug = aug or AugConfig()
+    if split.images is not None:
+        return TensorLoader(split.images, split.labels, batch_size=batch_size, mean=bundle.mean, std=bundle.std,
+                            shuffle=train, drop_last=train and len(split) > batch_size, flip=train and aug.flip, flip_mode=aug.flip_mode, crop_pad=aug.crop_pad if train else 0,
+                            seed=seed, device=device, channels_last=channels_last)
+    if train:
+        tf = train_transform(bundle.image_size, bundle.mean, bundle.std, flip=aug.flip, scale=aug.crop_scale)
+    else:
+        tf = eval_transform(bundle.image_size, bundle.mean, bundle.std, resize=bundle.resize)
+    ds = FileDataset(split.ids, split.labels, tf, bundle.channels)
+    return FileLoader(ds, batch_size=batch_size, shuffle=train, drop_last=train and len(split) > batch_size, workers=workers, seed=seed,
+                      pin_memory=torch.device(device).type == "cuda")

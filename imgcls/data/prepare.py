@@ -1,0 +1,100 @@
+"""From a `DataConfig` to a ready `DataBundle`: source, channel and size conversion, limits, val split."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from imgcls.config import DataConfig
+from imgcls.data.bundle import DataBundle, Split
+from imgcls.data.sources import data_root, get_source
+from imgcls.errors import ImgclsError
+
+
+def _convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) to `channels`: gray repeated to RGB, or RGB to ITU-R 601 luma (PIL's "L")."""
+    c = images.shape[1]
+    if c == channels:
+        return images
+    if c == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if c == 3 and channels == 1:
+        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        return (images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    raise ImgclsError(f"cannot convert {c}-channel images to {channels} channels")
+
+
+def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    out = F.interpolate(images.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def _fit_stats(values: list[float], channels: int) -> list[float]:
+    if len(values) == channels:
+        return list(values)
+    if channels == 1:
+        return [float(np.mean(values))]
+    if len(values) == 1:
+        return list(values) * channels
+    raise ImgclsError(f"normalization has {len(values)} values but the images have {channels} channels")
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) with each class split in the same proportion, reproducible from `seed`."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    y = labels.numpy()
+    try:
+        tr, va = train_test_split(idx, test_size=fraction, stratify=y, random_state=seed)
+    except ValueError:  # a class with a single image cannot be stratified
+        warnings.warn("some class has too few images for a stratified split; splitting at random")
+        tr, va = train_test_split(idx, test_size=fraction, random_state=seed)
+    return np.sort(tr), np.sort(va)
+
+
+def load_data(cfg: DataConfig) -> DataBundle:
+    """Load the data set `cfg` names and prepare it for training (see `DataConfig` for each option)."""
+    if cfg.channels not in (None, 1, 3):
+        raise ImgclsError(f"data.channels must be 1 or 3, got {cfg.channels}")
+    if not 0 <= cfg.val_fraction < 1:
+        raise ImgclsError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    root = data_root(cfg.root)
+    b = get_source(cfg.name)(root, channels=cfg.channels, image_size=cfg.image_size, small_max=cfg.small_max,
+                             cache_dir=cfg.cache_dir, workers=cfg.workers, download=cfg.download)
+    channels = cfg.channels or b.channels
+    size = (cfg.image_size, cfg.image_size) if cfg.image_size else b.image_size
+    splits: dict[str, Split | None] = {}
+    for name in ("train", "val", "test"):
+        s: Split | None = getattr(b, name)
+        if s is not None and cfg.limit and cfg.limit < len(s):
+            # A seeded random subset: files come sorted by class, so "the first N" could be a single class.
+            keep = torch.randperm(len(s), generator=torch.Generator().manual_seed(cfg.split_seed))[: cfg.limit]
+            s = s.subset(keep.sort().values)
+        if s is not None and s.images is not None:
+            s = Split(labels=s.labels, ids=s.ids, images=_resize(_convert_channels(s.images, channels), size))
+        splits[name] = s
+    if splits["val"] is None and cfg.val_fraction > 0:
+        tr, va = stratified_split(splits["train"].labels, cfg.val_fraction, cfg.split_seed)
+        splits["val"], splits["train"] = splits["train"].subset(va), splits["train"].subset(tr)
+    mean = _fit_stats(cfg.mean or b.mean, channels)
+    std = _fit_stats(cfg.std or b.std, channels)
+    return DataBundle(name=b.name, classes=b.classes, channels=channels, image_size=size, mean=mean, std=std,
+                      resize=b.resize, notes=b.notes, **splits)
+
+
+def write_split_lists(bundle: DataBundle, folder: str | Path) -> None:
+    """Save which samples went to which split, one "<id>\t<label>" per line, so a run can be audited."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("train", "val", "test"):
+        s = getattr(bundle, name)
+        if s is not None:
+            lines = (f"{i}\t{bundle.classes[int(y)]}\n" for i, y in zip(s.ids, s.labels.tolist()))
+            (folder / f"{name}.txt").write_text("".join(lines))

@@ -1,0 +1,220 @@
+"""Data sources: each turns a root directory into a `DataBundle` (before val split and conversions).
+
+`data.root` is the directory that holds data sets, as in torchvision: MNIST is read from
+ROOT/MNIST/raw, CIFAR-10 from ROOT/cifar-10-batches-py or image folders ROOT/cifar10/{train,test}/<class>,
+and `folder` from ROOT/{train, val|valid|validation, test}/<class>/<image>.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from imgcls.data.bundle import DataBundle, Split
+from imgcls.data.cache import decode_images
+from imgcls.data.image_io import is_image_file, open_image
+from imgcls.errors import ImgclsError
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+CIFAR10_MEAN, CIFAR10_STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]  # of the train set
+MNIST_MEAN, MNIST_STD = [0.1307], [0.3081]
+VAL_DIRS = ("val", "valid", "validation")
+LARGE_DEFAULT_SIZE = 224
+
+_SOURCES: dict[str, Callable[..., DataBundle]] = {}
+
+
+def register_source(name: str):
+    def deco(fn):
+        if name in _SOURCES:
+            raise ValueError(f"data source {name!r} is already registered")
+        _SOURCES[name] = fn
+        return fn
+
+    return deco
+
+
+def list_sources() -> list[str]:
+    return sorted(_SOURCES)
+
+
+def data_root(root: str | os.PathLike | None) -> Path:
+    """`root`, else $IMGCLS_DATA, else ./data."""
+    return Path(root or os.environ.get("IMGCLS_DATA") or "data").expanduser()
+
+
+def get_source(name: str) -> Callable[..., DataBundle]:
+    if name not in _SOURCES:
+        raise ImgclsError(f"unknown data set {name!r}; available: {', '.join(list_sources())}")
+    return _SOURCES[name]
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def _images_in(d: Path) -> list[str]:
+    return sorted(str(p) for p in d.rglob("*") if p.is_file() and is_image_file(p))
+
+
+def _class_dirs(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan_split(d: Path, classes: list[str] | None = None) -> tuple[list[str], list[str], list[int]]:
+    """Files and labels of DIR/<class>/...; `classes` fixes the class list (val/test use train's)."""
+    found = [p.name for p in _class_dirs(d)]
+    if classes is None:
+        classes = found
+    else:
+        extra = sorted(set(found) - set(classes))
+        if extra:
+            raise ImgclsError(f"{d} has class folders not in the training set: {', '.join(extra)}")
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        files = _images_in(d / c) if (d / c).is_dir() else []
+        paths += files
+        labels += [i] * len(files)
+    return classes, paths, labels
+
+
+def _check_classes(d: Path, classes: list[str], labels: list[int]) -> None:
+    if not classes:
+        raise ImgclsError(f"no class folders in {d}: expected {d}/<class name>/<image files>")
+    counts = Counter(labels)
+    empty = [c for i, c in enumerate(classes) if counts[i] == 0]
+    if empty:
+        raise ImgclsError(f"class folder(s) with no images in {d}: {', '.join(empty)}; add images or remove the folder")
+    if len(classes) < 2:
+        raise ImgclsError(f"only one class ({classes[0]}) in {d}: a classifier needs at least two class folders")
+
+
+def _probe_size(paths: list[str], channels: int) -> tuple[int, int]:
+    """Most common (H, W) and the largest side among a spread sample of files."""
+    step = max(1, len(paths) // 16)
+    sizes = []
+    for p in paths[::step][:16]:
+        try:
+            img = open_image(p, channels)
+            sizes.append((img.height, img.width))
+        except ImgclsError:
+            continue
+    if not sizes:
+        raise ImgclsError(f"none of the sampled images could be read, e.g. {paths[0]}")
+    return Counter(sizes).most_common(1)[0][0], max(max(s) for s in sizes)
+
+
+def load_image_folders(
+    name: str, split_dirs: dict[str, Path], *, channels: int, image_size: int | None, small_max: int,
+    cache_dir: str | None, mean: list[float], std: list[float], workers: int = 2,
+) -> DataBundle:
+    """Build a bundle from {split: DIR/<class>/...}; small images are decoded into memory."""
+    classes, paths, labels = scan_split(split_dirs["train"])
+    _check_classes(split_dirs["train"], classes, labels)
+    scanned = {"train": (paths, labels)}
+    for split in ("val", "test"):
+        if split in split_dirs:
+            _, p, lab = scan_split(split_dirs[split], classes)
+            if p:
+                scanned[split] = (p, lab)
+    common, largest = _probe_size(paths, channels)
+    small = largest <= small_max and (image_size is None or image_size <= small_max)
+    notes: list[str] = []
+    splits: dict[str, Split] = {}
+    if small:
+        size = (image_size, image_size) if image_size else common
+        for split, (p, lab) in scanned.items():
+            images, keep, errors = decode_images(p, size, channels, cache_dir, workers)
+            notes += [f"skipped {e}" for e in errors]
+            splits[split] = Split(labels=torch.tensor(lab)[keep] if keep else torch.zeros(0, dtype=torch.long),
+                                  ids=[p[i] for i in keep], images=images)
+        resize = None
+    else:
+        side = image_size or LARGE_DEFAULT_SIZE
+        size = (side, side)
+        resize = round(side / 0.875)  # the usual eval resize: shorter side to side/0.875, then center crop
+        for split, (p, lab) in scanned.items():
+            splits[split] = Split(labels=torch.tensor(lab, dtype=torch.long), ids=p)
+    return DataBundle(name=name, classes=classes, channels=channels, image_size=size, mean=mean, std=std,
+                      resize=resize, notes=notes, **splits)
+
+
+def find_split_dirs(root: Path) -> dict[str, Path]:
+    """DIR/{train, val|valid|validation, test}; a DIR of class folders alone is a train set."""
+    if not root.is_dir():
+        raise ImgclsError(f"data folder not found: {root} (set data.root=DIR, DIR/train/<class>/<images>)")
+    dirs: dict[str, Path] = {}
+    if (root / "train").is_dir():
+        dirs["train"] = root / "train"
+        for v in VAL_DIRS:
+            if (root / v).is_dir():
+                dirs["val"] = root / v
+                break
+        if (root / "test").is_dir():
+            dirs["test"] = root / "test"
+    elif _class_dirs(root):
+        dirs["train"] = root
+    else:
+        raise ImgclsError(f"no images in {root}: expected {root}/train/<class>/<images> (and optionally val/, test/)")
+    return dirs
+
+
+@register_source("folder")
+def folder(root: Path, *, channels: int | None, image_size: int | None, small_max: int, cache_dir: str | None,
+           workers: int, download: bool) -> DataBundle:
+    return load_image_folders("folder", find_split_dirs(root), channels=channels or 3, image_size=image_size,
+                              small_max=small_max, cache_dir=cache_dir, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                              workers=workers)
+
+
+# ---------------------------------------------------------------- torchvision data sets
+
+
+def _offline_error(name: str, root: Path, what: str, err: Exception) -> ImgclsError:
+    return ImgclsError(f"{name} not found under {root} and could not be downloaded ({type(err).__name__}). {what}")
+
+
+@register_source("cifar10")
+def cifar10(root: Path, *, channels: int | None, image_size: int | None, small_max: int, cache_dir: str | None,
+            workers: int, download: bool) -> DataBundle:
+    channels = channels or 3
+    if (root / "cifar10" / "train").is_dir():
+        dirs = {"train": root / "cifar10" / "train", "test": root / "cifar10" / "test"}
+        dirs = {k: v for k, v in dirs.items() if v.is_dir()}
+        return load_image_folders("cifar10", dirs, channels=channels, image_size=image_size, small_max=small_max,
+                                  cache_dir=cache_dir, mean=CIFAR10_MEAN, std=CIFAR10_STD, workers=workers)
+    from torchvision.datasets import CIFAR10
+
+    have = (root / "cifar-10-batches-py").is_dir()
+    try:
+        sets = {s: CIFAR10(str(root), train=(s == "train"), download=download and not have) for s in ("train", "test")}
+    except Exception as e:  # network errors come in many types (URLError, OSError, RuntimeError)
+        raise _offline_error("CIFAR-10", root, f"Download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
+                             f"and extract it so that {root}/cifar-10-batches-py/data_batch_1 exists, or put PNG folders in "
+                             f"{root}/cifar10/{{train,test}}/<class>/", e) from None
+    splits = {s: Split(labels=torch.tensor(d.targets, dtype=torch.long), ids=[f"cifar10:{s}:{i}" for i in range(len(d))],
+                       images=torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous()) for s, d in sets.items()}
+    return DataBundle(name="cifar10", classes=list(sets["train"].classes), channels=3, image_size=(32, 32),
+                      mean=CIFAR10_MEAN, std=CIFAR10_STD, **splits)
+
+
+@register_source("mnist")
+def mnist(root: Path, *, channels: int | None, image_size: int | None, small_max: int, cache_dir: str | None,
+          workers: int, download: bool) -> DataBundle:
+    from torchvision.datasets import MNIST
+
+    have = (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+    try:
+        sets = {s: MNIST(str(root), train=(s == "train"), download=download and not have) for s in ("train", "test")}
+    except Exception as e:
+        raise _offline_error("MNIST", root, "Download train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                             "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (e.g. from "
+                             "https://ossci-datasets.s3.amazonaws.com/mnist/), gunzip them and put them in "
+                             f"{root}/MNIST/raw/", e) from None
+    splits = {s: Split(labels=d.targets.long(), ids=[f"mnist:{s}:{i}" for i in range(len(d))], images=d.data[:, None].contiguous())
+              for s, d in sets.items()}
+    classes = [str(i) for i in range(10)]
+    return DataBundle(name="mnist", classes=classes, channels=1, image_size=(28, 28), mean=MNIST_MEAN, std=MNIST_STD, **splits)

@@ -1,0 +1,102 @@
+"""A loader for small images that keeps the whole split as one uint8 tensor (on the training device).
+
+Each batch is gathered, converted to float, augmented as a whole (flip, translate) and normalized,
+with no per-image Python work: the trick that makes CIFAR-scale training fast (as in
+KellerJordan/cifar10-airbench and D. Page's "How to train your ResNet").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the batch left-right. x: (B, C, H, W)."""
+    return flip_where(x, torch.rand(x.shape[0], generator=g) < 0.5)
+
+
+def flip_where(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mirror the images of x (B, C, H, W) where mask (B,) is true."""
+    return torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
+
+
+def random_translate(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
+    """Reflect-pad by `pad` and crop each image back at its own random offset. x: (B, C, H, W)."""
+    B, C, H, W = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")  # (B, C, H+2p, W+2p)
+    dy = torch.randint(0, 2 * pad + 1, (B,), generator=g).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (B,), generator=g).to(x.device)
+    rows = dy[:, None] + torch.arange(H, device=x.device)  # (B, H)
+    cols = dx[:, None] + torch.arange(W, device=x.device)  # (B, W)
+    xr = xp.gather(2, rows[:, None, :, None].expand(B, C, H, W + 2 * pad))
+    return xr.gather(3, cols[:, None, None, :].expand(B, C, H, W))
+
+
+class TensorLoader:
+    """Iterate (x, y) batches: x float (B, C, H, W) normalized, y int64 (B,), both on `device`.
+
+    The order and augmentation of epoch e depend only on (seed, e), so a resumed run sees exactly
+    the batches an unbroken one would.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,  # (N, C, H, W) uint8
+        labels: torch.Tensor,  # (N,) int64
+        *,
+        batch_size: int,
+        mean: list[float],
+        std: list[float],
+        shuffle: bool = False,
+        drop_last: bool = False,
+        flip: bool = False,
+        flip_mode: str = "random",  # or "alternate": a fixed random half mirrored in even epochs, the other half in odd ones
+        crop_pad: int = 0,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        channels_last: bool = False,
+    ):
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.flip, self.crop_pad, self.seed, self.epoch = flip, crop_pad, seed, 0
+        self.channels_last = channels_last
+        if flip_mode not in ("random", "alternate"):
+            raise ValueError(f"flip_mode must be random or alternate, got {flip_mode!r}")
+        self.flip_mode = flip_mode
+        # Alternating flip (Jordan 2024, sec. 3.6): every image is seen both ways round in any two epochs.
+        self._flip_base = torch.rand(len(labels), generator=torch.Generator().manual_seed(seed)) < 0.5
+        c = images.shape[1]
+        self.mean = torch.tensor(mean, device=device).view(1, c, 1, 1) * 255  # on uint8 scale
+        self.std = torch.tensor(std, device=device).view(1, c, 1, 1) * 255
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.labels) / self.batch_size
+        return int(n) if self.drop_last else math.ceil(n)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = len(self.labels)
+        order = torch.randperm(n, generator=g).to(self.labels.device) if self.shuffle else None
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            idx = order[sl] if order is not None else None
+            x = (self.images[idx] if idx is not None else self.images[sl]).float()
+            y = self.labels[idx] if idx is not None else self.labels[sl]
+            if self.flip and self.flip_mode == "alternate":
+                base = self._flip_base[idx.cpu()] if idx is not None else self._flip_base[sl]
+                x = flip_where(x, base ^ bool(self.epoch % 2))
+            elif self.flip:
+                x = random_flip(x, g)
+            if self.crop_pad:
+                x = random_translate(x, self.crop_pad, g)
+            x = (x - self.mean) / self.std
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y
