@@ -127,6 +127,7 @@ class FitResult:
     best_val_acc: float | None
     train_seconds: float
     stopped_early: bool
+    images_seen: int  # training images processed, over all epochs (and resumed sessions)
 
 
 def fit(
@@ -145,13 +146,13 @@ def fit(
     steps_per_epoch = min(len(train_loader), limit_batches or len(train_loader))
     total_steps = epochs * steps_per_epoch
     history: list[dict] = []
-    start_epoch, step, best_acc, best_epoch, bad_epochs = 0, 0, -math.inf, 0, 0
+    start_epoch, step, best_acc, best_epoch, bad_epochs, images_seen = 0, 0, -math.inf, 0, 0, 0
     state_path = run_dir / "state.safetensors"
     if resume:
         info = load_state(state_path, model=model, optimizer=optimizer, ema=ema, scaler=scaler, device=device)
         start_epoch, step, history = info["epoch"], info["step"], info["history"]
         best_acc, best_epoch, bad_epochs = info["best_acc"], info["best_epoch"], info["bad_epochs"]
-        budget.spent_before = info["train_seconds"]
+        budget.spent_before, images_seen = info["train_seconds"], info.get("images_seen", 0)
     budget.start()
     stopped_early = False
     eval_model = ema.module if ema is not None else model
@@ -164,7 +165,7 @@ def fit(
                              total_steps=total_steps, budget=budget, device=device, amp_dtype=amp_dtype, scaler=scaler,
                              label_smoothing=label_smoothing, ema=ema, limit_batches=limit_batches,
                              desc=f"epoch {epoch + 1}/{epochs}", show_progress=show_progress)
-        step = tr["step"]
+        step, images_seen = tr["step"], images_seen + tr["images"]
         row = {"epoch": epoch + 1, "train_loss": round(tr["loss"], 6), "train_acc": round(tr["acc"], 6),
                "val_loss": None, "val_acc": None, "lr": round(tr["lr"], 8)}
         if val_loader is not None:
@@ -185,7 +186,8 @@ def fit(
             save_model(eval_model, "best", metrics)
         done = epoch + 1 == epochs or budget.exhausted() or (patience and bad_epochs >= patience)
         info = {"epoch": epoch + 1, "step": step, "history": history, "best_acc": best_acc, "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs, "train_seconds": budget.elapsed(), "finished": bool(done)}
+                "bad_epochs": bad_epochs, "train_seconds": budget.elapsed(), "images_seen": images_seen,
+                "finished": bool(done)}
         save_state(state_path, model=model, optimizer=optimizer, ema=ema, scaler=scaler, info=info)
         write_results(history, run_dir / "results.csv")
         val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f}" if val_loader is not None else ""
@@ -196,4 +198,4 @@ def fit(
             tqdm.write(f"early stopping: no val improvement for {patience} epochs (best epoch {best_epoch})")
             break
     return FitResult(history=history, best_epoch=best_epoch, best_val_acc=None if best_acc == -math.inf else best_acc,
-                     train_seconds=budget.elapsed(), stopped_early=stopped_early)
+                     train_seconds=budget.elapsed(), stopped_early=stopped_early, images_seen=images_seen)

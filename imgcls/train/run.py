@@ -38,6 +38,7 @@ class TrainResult:
     metrics: dict[str, Any]  # test-split metrics of `best` (val split when there is no test split)
     history: list[dict]
     train_seconds: float
+    images_seen: int  # training images processed (for images/s)
 
 
 def seed_everything(seed: int) -> None:
@@ -192,4 +193,4 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     print(f"done in {total:.1f}s (training {result.train_seconds:.1f}s)"
           + (f"; {split} top-1 {metrics['top1']:.2%}{tta_note}" if split else ""))
     return TrainResult(run_dir=run_dir, best=best, last=last, metrics=metrics, history=result.history,
-                       train_seconds=result.train_seconds)
+                       train_seconds=result.train_seconds, images_seen=result.images_seen)
