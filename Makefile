@@ -20,8 +20,9 @@ install: $(STAMP)
 train: $(STAMP)
 	$(BIN)/imgcls train experiment=cifar10_resnet20 $(ARGS)
 
+# pytest exit code 5 ("no tests collected") counts as a failure: a suite that runs nothing is broken.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -66,10 +66,9 @@ def cmd_evaluate(cfg: DictConfig) -> None:
 
 def cmd_predict(cfg: DictConfig) -> None:
     from imgcls.predict import predict_to_csv
-    from imgcls.train.run_dir import new_run_dir
 
-    out = Path(cfg.out) if cfg.out else new_run_dir(cfg.project, "predict")
-    path, results = predict_to_csv(cfg.ckpt, cfg.source, out, top_k=cfg.top_k, device=cfg.device)
+    path, results = predict_to_csv(cfg.ckpt, cfg.source, cfg.out, project=cfg.project, top_k=cfg.top_k,
+                                   device=cfg.device)
     errors = [r for r in results if "error" in r]
     for r in results[:10]:
         print(f"{r['path']}: " + (f"ERROR {r['error']}" if "error" in r else f"{r['label']} ({r['score']:.3f})"))
@@ -99,6 +98,9 @@ def usage() -> str:
 def _run_verb(fn: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
     def task(cfg: DictConfig) -> None:
         try:
+            missing = sorted(OmegaConf.missing_keys(cfg))
+            if missing:
+                raise ImgclsError(f"missing {', '.join(k + '=...' for k in missing)} (see `imgcls {fn.__name__[4:]} --help`)")
             fn(cfg)
         except ImgclsError as e:
             print(f"error: {e}", file=sys.stderr)

@@ -23,7 +23,7 @@ class DataConfig:
     image_size: Optional[int] = None  # side the model sees; None = native size (small images) or 224 (large)
     channels: Optional[int] = None  # 1 or 3; None = the data set's own (1 for MNIST, 3 otherwise)
     mean: Optional[list[float]] = None  # normalization; None = the data set's published values
-    std: Optional[list[float]] = None
+    std: Optional[list[float]] = None  # per-channel std on [0, 1] pixels; None = the data set's published values
     small_max: int = 64  # images at most this many pixels a side are decoded once into a tensor cache
     cache_dir: Optional[str] = None  # decode cache; None = $IMGCLS_CACHE, else ~/.cache/imgcls
     workers: int = 2  # DataLoader workers for large images
@@ -32,9 +32,11 @@ class DataConfig:
 
 @dataclass
 class AugConfig:
-    flip: bool = True  # random horizontal flip (turn off for digits and text)
-    flip_mode: str = "random"  # random | alternate: each image mirrored in every other epoch (airbench), more diverse than random
+    flip: Optional[bool] = None  # horizontal flips; None = the data set's default (on, but off for MNIST digits)
+    flip_mode: str = "random"  # random | alternate (each image mirrored in every other epoch, as airbench: more diverse)
     crop_pad: int = 4  # small images: random translate by up to this many pixels (pad-and-crop); 0 = off
+    small_crop: Optional[int] = None  # small images: random crops of this side early on (cheaper steps, same scale)
+    small_crop_until: float = 0.5  # ... for this share of training, then on full images
     crop_scale: list[float] = field(default_factory=lambda: [0.35, 1.0])  # large images: RandomResizedCrop area range
 
 
@@ -43,16 +45,18 @@ class OptimConfig:
     name: str = "sgd"  # sgd | adamw | muon (Muon for conv filters, Nesterov SGD for the rest)
     lr: float = 0.1  # peak learning rate (after warmup) of the SGD/AdamW groups, for a batch-mean loss
     momentum: float = 0.9  # SGD momentum
-    nesterov: bool = True
+    nesterov: bool = True  # Nesterov momentum (SGD and the SGD groups of muon)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW
     weight_decay: float = 5e-4  # on conv/linear weights; never on norms or biases unless decay_norms
-    weight_decay_per_step: bool = False  # True: weight_decay is the share a weight shrinks per step at peak lr, whatever its lr
+    weight_decay_per_step: bool = False  # True: weight_decay = share a weight shrinks per step at peak lr, any lr
     decay_norms: bool = False  # also decay 1-d parameters (norm shifts, biases)
     bias_lr_scale: float = 1.0  # lr multiplier for 1-d parameters
     muon_lr: float = 0.24  # Muon: step size of the orthogonalized update of each conv filter bank
-    muon_momentum: float = 0.6
+    muon_momentum: float = 0.6  # Muon's (Nesterov) momentum; lower than SGD's since its steps are normalized
     muon_ns_steps: int = 3  # Newton-Schulz iterations
-    stop: dict[str, float] = field(default_factory=dict)  # name pattern -> share of training after which those params freeze (lr decays to 0 by then)
+    # Parameter-name pattern -> share of training after which those parameters freeze (their lr decays
+    # linearly to 0 by then), e.g. {"whiten.bias": 0.375}: cheaper steps once they matter no more.
+    stop: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,11 +71,11 @@ class SchedConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 10
-    batch_size: int = 128
-    eval_batch_size: int = 1000
+    epochs: int = 10  # passes over the training set (an upper bound when time_budget is set)
+    batch_size: int = 128  # images per step; scale optim.lr with it (linear scaling rule)
+    eval_batch_size: int = 1000  # images per inference batch (memory only, no effect on results)
     seed: int = 0  # weights, shuffling, augmentation
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # share of the target mass spread over all classes (0.1-0.2 is common)
     ema_decay: float = 0.0  # exponential moving average of weights per step; 0 = off (e.g. 0.999)
     patience: int = 0  # early stopping: epochs without val improvement before stopping; 0 = off
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -95,11 +99,38 @@ class ModelConfig:
     args: dict[str, Any] = field(default_factory=dict)  # builder options (e.g. width), besides the fixed keys
 
 
+def _check(value: Any, allowed: tuple, key: str) -> None:
+    if value not in allowed:
+        raise ImgclsError(f"{key}={value!r} is not one of: {', '.join(map(str, allowed))}")
+
+
+def validate(cfg: Any) -> None:
+    """Reject bad enum values at the start of a run, not after an hour of training."""
+    if isinstance(cfg, AugConfig):
+        _check(cfg.flip_mode, ("random", "alternate"), "aug.flip_mode")
+    elif isinstance(cfg, OptimConfig):
+        _check(cfg.name, ("sgd", "adamw", "muon"), "optim.name")
+    elif isinstance(cfg, SchedConfig):
+        _check(cfg.name, ("cosine", "onecycle", "linear", "step", "constant"), "sched.name")
+    elif isinstance(cfg, TrainerConfig):
+        _check(cfg.tta, (0, 1, 2), "trainer.tta")
+        if cfg.epochs < 1 or cfg.batch_size < 1:
+            raise ImgclsError(f"trainer.epochs and trainer.batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
+    elif isinstance(cfg, DataConfig):
+        _check(cfg.channels, (None, 1, 3), "data.channels")
+
+
 C = TypeVar("C")
 
 
 def coerce(cls: type[C], value: Any, group: str) -> C:
     """Turn None, a dataclass or a dict of overrides into `cls`; unknown keys name the group."""
+    cfg = _coerce(cls, value, group)
+    validate(cfg)
+    return cfg
+
+
+def _coerce(cls: type[C], value: Any, group: str) -> C:
     if value is None:
         return cls()
     if isinstance(value, cls):

@@ -93,6 +93,8 @@ def save_model(path: str | os.PathLike, model: nn.Module, meta: ModelMeta) -> Pa
 
 def _upgrade(d: dict[str, Any], path: Path) -> dict[str, Any]:
     version = d.get("format_version", 0)
+    if not isinstance(version, int) or version < 1:
+        raise ImgclsError(f"{path} has no valid model-file format version ({version!r}); it was not written by imgcls")
     if version > FORMAT_VERSION:
         raise ImgclsError(f"{path} is model-file format {version}, newer than this imgcls reads ({FORMAT_VERSION}); upgrade imgcls")
     # Format 1 is the first; upgrades of older formats go here, one `if version == n` step each.
@@ -111,7 +113,10 @@ def read_meta(path: str | os.PathLike) -> ModelMeta:
         raise ImgclsError(f"{path} is not a model file (expected an imgcls .safetensors file): {e}") from None
     if META_KEY not in header:
         raise ImgclsError(f"{path} is a safetensors file without imgcls metadata; load it as weights with model.pretrained instead")
-    return ModelMeta.from_dict(_upgrade(json.loads(header[META_KEY]), path))
+    try:
+        return ModelMeta.from_dict(_upgrade(json.loads(header[META_KEY]), path))
+    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        raise ImgclsError(f"{path} has damaged imgcls metadata ({type(e).__name__}: {e})") from None
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, *, arch: str = "?") -> None:

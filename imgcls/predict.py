@@ -20,7 +20,8 @@ from imgcls.data.file_loader import eval_transform
 from imgcls.data.image_io import is_image_file, open_image, to_mode
 from imgcls.errors import ImgclsError
 from imgcls.modelfile import load_model
-from imgcls.train.device import select_device
+from imgcls.device import select_device
+from imgcls.run_dir import new_run_dir
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
@@ -102,6 +103,11 @@ class Predictor:
         and `top_k` = [{"label", "score"}, ...], and `path` for files. With `skip_errors`, an
         unreadable file gives {"path", "error"} instead of raising.
         """
+        if top_k < 1:
+            raise ImgclsError(f"top_k must be at least 1, got {top_k}")
+        return self._predict(source, top_k, skip_errors)
+
+    def _predict(self, source, top_k: int, skip_errors: bool):
         single = not (isinstance(source, (list, tuple)) or (isinstance(source, (str, os.PathLike)) and Path(source).is_dir())
                       or (isinstance(source, torch.Tensor) and source.ndim == 4))
         items = self._expand(source)
@@ -122,14 +128,27 @@ class Predictor:
         return results[0] if single else results
 
 
-def predict_to_csv(ckpt: str | os.PathLike, source: str | os.PathLike, out_dir: Path, *, top_k: int = 5,
-                   device: str = "auto") -> tuple[Path, list[dict]]:
-    """Predict every image of `source` (a file or folder) into out_dir/predictions.csv; bad files are reported, not fatal."""
-    predictor = Predictor.load(ckpt, device=device)
+def predict_to_csv(ckpt: str | os.PathLike, source: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+                   project: str = "runs", top_k: int = 5, device: str = "auto") -> tuple[Path, list[dict]]:
+    """Predict every file of `source` (a file or folder) into <out_dir>/predictions.csv.
+
+    A file that is not a readable image gets a row with its error instead of a prediction. Without
+    `out_dir` a new folder <project>/predict[-N] is made.
+    """
+    if top_k < 1:
+        raise ImgclsError(f"top_k must be at least 1, got {top_k}")
     if not Path(source).exists():
         raise ImgclsError(f"source not found: {source}")
-    results = predictor.predict(str(source), top_k=top_k, skip_errors=True)
-    results = results if isinstance(results, list) else [results]
+    predictor = Predictor.load(ckpt, device=device)
+    if Path(source).is_dir():  # every visible file, so that a non-image is reported rather than silently left out
+        files = sorted(str(p) for p in Path(source).rglob("*")
+                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts))
+        if not files:
+            raise ImgclsError(f"no files in folder {source}")
+        results = predictor.predict(files, top_k=top_k, skip_errors=True)
+    else:
+        results = predictor.predict([str(source)], top_k=top_k, skip_errors=True)
+    out_dir = Path(out_dir) if out_dir else new_run_dir(project, "predict")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "predictions.csv"
     with open(path, "w", newline="") as f:

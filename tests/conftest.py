@@ -79,3 +79,9 @@ def data_root() -> Path:
     if not root:
         pytest.skip("IMGCLS_DATA not set: real-data integration test skipped")
     return Path(root)
+
+
+@pytest.fixture(scope="session")
+def real_data_cache(tmp_path_factory) -> str:
+    """One decode cache shared by the real-data tests of a session (CIFAR-10 is decoded once, ~25 s)."""
+    return str(tmp_path_factory.mktemp("real_data_cache"))

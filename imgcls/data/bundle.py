@@ -39,6 +39,7 @@ class DataBundle:
     val: Optional[Split] = None
     test: Optional[Split] = None
     resize: Optional[int] = None  # large images: shorter side before the center crop at evaluation
+    flip_ok: bool = True  # whether mirrored images are still valid examples (not for digits or text)
     notes: list[str] = field(default_factory=list)  # things the user should know (skipped files, ...)
 
     @property

@@ -86,7 +86,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
     mean = _fit_stats(cfg.mean or b.mean, channels)
     std = _fit_stats(cfg.std or b.std, channels)
     return DataBundle(name=b.name, classes=b.classes, channels=channels, image_size=size, mean=mean, std=std,
-                      resize=b.resize, notes=b.notes, **splits)
+                      resize=b.resize, notes=b.notes, flip_ok=b.flip_ok, **splits)
 
 
 def write_split_lists(bundle: DataBundle, folder: str | Path) -> None:

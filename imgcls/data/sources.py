@@ -217,4 +217,5 @@ def mnist(root: Path, *, channels: int | None, image_size: int | None, small_max
     splits = {s: Split(labels=d.targets.long(), ids=[f"mnist:{s}:{i}" for i in range(len(d))], images=d.data[:, None].contiguous())
               for s, d in sets.items()}
     classes = [str(i) for i in range(10)]
-    return DataBundle(name="mnist", classes=classes, channels=1, image_size=(28, 28), mean=MNIST_MEAN, std=MNIST_STD, **splits)
+    return DataBundle(name="mnist", classes=classes, channels=1, image_size=(28, 28), mean=MNIST_MEAN, std=MNIST_STD,
+                      flip_ok=False, **splits)

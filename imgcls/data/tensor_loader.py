@@ -23,16 +23,21 @@ def flip_where(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
 
 
-def random_translate(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
-    """Reflect-pad by `pad` and crop each image back at its own random offset. x: (B, C, H, W)."""
+def random_translate(x: torch.Tensor, pad: int, g: torch.Generator, size: int | None = None) -> torch.Tensor:
+    """Reflect-pad by `pad` and crop each image at its own random offset. x: (B, C, H, W) -> (B, C, s, s).
+
+    The crop side `size` defaults to the image's own (a pure translation); a smaller side gives
+    cheaper steps at the same object scale (progressive cropping).
+    """
     B, C, H, W = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")  # (B, C, H+2p, W+2p)
-    dy = torch.randint(0, 2 * pad + 1, (B,), generator=g).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (B,), generator=g).to(x.device)
-    rows = dy[:, None] + torch.arange(H, device=x.device)  # (B, H)
-    cols = dx[:, None] + torch.arange(W, device=x.device)  # (B, W)
-    xr = xp.gather(2, rows[:, None, :, None].expand(B, C, H, W + 2 * pad))
-    return xr.gather(3, cols[:, None, None, :].expand(B, C, H, W))
+    h, w = (size, size) if size else (H, W)
+    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad else x  # (B, C, H+2p, W+2p)
+    dy = torch.randint(0, H + 2 * pad - h + 1, (B,), generator=g).to(x.device)
+    dx = torch.randint(0, W + 2 * pad - w + 1, (B,), generator=g).to(x.device)
+    rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, h)
+    cols = dx[:, None] + torch.arange(w, device=x.device)  # (B, w)
+    xr = xp.gather(2, rows[:, None, :, None].expand(B, C, h, W + 2 * pad))
+    return xr.gather(3, cols[:, None, None, :].expand(B, C, h, w))
 
 
 class TensorLoader:
@@ -67,6 +72,7 @@ class TensorLoader:
         if flip_mode not in ("random", "alternate"):
             raise ValueError(f"flip_mode must be random or alternate, got {flip_mode!r}")
         self.flip_mode = flip_mode
+        self.crop_size: int | None = None
         # Alternating flip (Jordan 2024, sec. 3.6): every image is seen both ways round in any two epochs.
         self._flip_base = torch.rand(len(labels), generator=torch.Generator().manual_seed(seed)) < 0.5
         c = images.shape[1]
@@ -75,6 +81,10 @@ class TensorLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def set_crop(self, size: int | None) -> None:
+        """Train on random size x size crops (None: full images); see AugConfig.small_crop."""
+        self.crop_size = size if size and size < self.images.shape[-1] else None
 
     def __len__(self) -> int:
         n = len(self.labels) / self.batch_size
@@ -94,8 +104,8 @@ class TensorLoader:
                 x = flip_where(x, base ^ bool(self.epoch % 2))
             elif self.flip:
                 x = random_flip(x, g)
-            if self.crop_pad:
-                x = random_translate(x, self.crop_pad, g)
+            if self.crop_pad or self.crop_size:
+                x = random_translate(x, self.crop_pad, g, self.crop_size)
             x = (x - self.mean) / self.std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

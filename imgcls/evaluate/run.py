@@ -15,9 +15,9 @@ from imgcls.errors import ImgclsError
 from imgcls.evaluate.metrics import compute_metrics, write_metrics, write_per_class_csv
 from imgcls.evaluate.plots import plot_confusion_matrix
 from imgcls.modelfile import load_model
-from imgcls.train.device import select_device, set_threads
-from imgcls.train.loop import predict_logits
-from imgcls.train.run_dir import new_run_dir
+from imgcls.device import select_device, set_threads
+from imgcls.evaluate.infer import predict_logits
+from imgcls.run_dir import new_run_dir
 
 
 def evaluate_model(model: nn.Module, bundle: DataBundle, split: str, out_dir: Path, *, device: torch.device,
@@ -57,7 +57,9 @@ def evaluate(ckpt: str | Path, *, data: DataConfig | dict | str | None = None, s
     cfg = coerce(DataConfig, data, "data")
     pre = meta.preprocess
     # Evaluate with the model's own input format, whatever the data set's defaults are.
-    cfg = dataclasses.replace(cfg, channels=pre.channels, image_size=pre.input_size[0], mean=pre.mean, std=pre.std,
+    square = pre.input_size[0] == pre.input_size[1]  # a non-square size is the data's own: keep it
+    cfg = dataclasses.replace(cfg, channels=pre.channels, image_size=pre.input_size[0] if square else None,
+                              mean=pre.mean, std=pre.std,
                               val_fraction=cfg.val_fraction if split == "val" else 0.0)
     bundle = load_data(cfg)
     if bundle.classes != meta.classes:

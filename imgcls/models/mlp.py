@@ -37,9 +37,10 @@ def mlp(
     *,
     num_classes: int,
     in_chans: int = 1,
-    img_size: int = 28,  # input side in pixels; the first layer has in_chans * img_size**2 inputs
+    img_size: int | list[int] = 28,  # input side (or [H, W]) in pixels; the first layer has in_chans*H*W inputs
     hidden: list[int] = (512, 256),  # widths of the hidden layers
     dropout: float = 0.1,  # after each hidden layer; 0 to disable
 ) -> MLP:
     """Dense network on flattened pixels."""
-    return MLP(num_classes=num_classes, in_features=in_chans * img_size * img_size, hidden=list(hidden), dropout=dropout)
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    return MLP(num_classes=num_classes, in_features=in_chans * h * w, hidden=list(hidden), dropout=dropout)

@@ -21,9 +21,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from imgcls.config import SchedConfig
-from imgcls.evaluate.tta import tta_logits
+from imgcls.evaluate.infer import predict_logits
 from imgcls.train.checkpoint import load_state, save_state
-from imgcls.train.device import autocast
+from imgcls.device import autocast
 from imgcls.train.optim import apply_schedule
 
 RESULTS_COLUMNS = ["epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
@@ -64,21 +64,26 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, lr, t0 = 0, 0.0, time.perf_counter()
+    clock = PhaseClock(device)
     bar = tqdm(total=n_batches, desc=desc, disable=not show_progress, leave=False, dynamic_ncols=True)
     for i, (x, y) in enumerate(loader):
         if i >= n_batches or budget.exhausted():
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        clock.tick("data")  # fetching, augmenting and normalizing the batch
         lr = apply_schedule(optimizer, budget.progress(step, total_steps), sched)
         with autocast(device, amp_dtype):
             out = model(x)
             loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
+        clock.tick("forward")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        clock.tick("backward")
         scaler.step(optimizer)
         scaler.update()
         if ema is not None:
             ema.update_parameters(model)
+        clock.tick("optimizer")
         step += 1
         loss_sum += loss.detach() * len(y)
         correct += (out.argmax(1) == y).sum()
@@ -87,25 +92,31 @@ def train_one_epoch(
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
                             img_s=f"{seen / (time.perf_counter() - t0):.0f}", lr=f"{lr:.3g}")
         bar.update(1)
+        clock.tick("logging")
     bar.close()
     seen = max(seen, 1)
     return {"loss": loss_sum.item() / seen, "acc": correct.item() / seen, "images": seen, "step": step, "lr": lr,
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, "phases": clock.totals}
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, loader, *, device: torch.device, amp_dtype=None,
-                   limit_batches: int | None = None, tta: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, K) float32 and labels (N,) on the CPU, in loader order; `tta` is the TTA level."""
-    model.eval()
-    logits, labels = [], []
-    for i, (x, y) in enumerate(loader):
-        if limit_batches is not None and i >= limit_batches:
-            break
-        with autocast(device, amp_dtype):
-            logits.append(tta_logits(model, x.to(device, non_blocking=True), tta).float().cpu())
-        labels.append(y.cpu())
-    return torch.cat(logits), torch.cat(labels)
+class PhaseClock:
+    """Wall time per phase of a training step, to show where the time goes (written to profile.json).
+
+    On CUDA, kernels run asynchronously, so the phases are only exact when `sync` is set (it costs a
+    little speed); on the CPU they are exact as they are.
+    """
+
+    def __init__(self, device: torch.device, sync: bool = False):
+        self.sync = sync and device.type == "cuda"
+        self.totals: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def tick(self, phase: str) -> None:
+        if self.sync:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.totals[phase] = self.totals.get(phase, 0.0) + now - self._last
+        self._last = now
 
 
 def write_results(rows: list[dict], path: Path) -> None:
@@ -128,6 +139,7 @@ class FitResult:
     train_seconds: float
     stopped_early: bool
     images_seen: int  # training images processed, over all epochs (and resumed sessions)
+    phases: dict[str, float]  # seconds per phase of this session: data, forward, backward, optimizer, validation
 
 
 def fit(
@@ -135,12 +147,13 @@ def fit(
     epochs: int, sched: SchedConfig, device: torch.device, amp_dtype, scaler,
     save_model: Callable[[nn.Module, str, dict], None], label_smoothing: float = 0.0, ema: nn.Module | None = None,
     patience: int = 0, budget: Budget | None = None, limit_batches: int | None = None,
-    show_progress: bool = True, resume: bool = False,
+    show_progress: bool = True, resume: bool = False, small_crop: tuple[int, float] | None = None,
 ) -> FitResult:
     """Train for `epochs` (or until the time budget or early stopping), validating after each epoch.
 
     `save_model(model, "best" | "last", metrics)` writes a model file; the model passed is the EMA
-    copy when EMA is on. With no validation loader the best model is the last one.
+    copy when EMA is on. With no validation loader the best model is the last one. `small_crop`
+    = (side, share): epochs that start before that share of training train on random crops of that side.
     """
     budget = budget or Budget()
     steps_per_epoch = min(len(train_loader), limit_batches or len(train_loader))
@@ -153,23 +166,34 @@ def fit(
         start_epoch, step, history = info["epoch"], info["step"], info["history"]
         best_acc, best_epoch, bad_epochs = info["best_acc"], info["best_epoch"], info["bad_epochs"]
         budget.spent_before, images_seen = info["train_seconds"], info.get("images_seen", 0)
+        write_results(history, run_dir / "results.csv")  # a kill between state and results.csv loses no row
+        if info.get("finished"):
+            tqdm.write(f"{run_dir} had already finished ({len(history)} epochs): nothing left to train")
+            start_epoch = epochs
     budget.start()
     stopped_early = False
+    phases: dict[str, float] = {}
     eval_model = ema.module if ema is not None else model
     for epoch in range(start_epoch, epochs):
         if budget.exhausted():
             break
         train_loader.set_epoch(epoch)
+        if small_crop and hasattr(train_loader, "set_crop"):  # progressive cropping: small crops early on
+            train_loader.set_crop(small_crop[0] if budget.progress(step, total_steps) < small_crop[1] else None)
         t0 = time.perf_counter()
         tr = train_one_epoch(model, train_loader, optimizer, sched=sched, step=step,
                              total_steps=total_steps, budget=budget, device=device, amp_dtype=amp_dtype, scaler=scaler,
                              label_smoothing=label_smoothing, ema=ema, limit_batches=limit_batches,
                              desc=f"epoch {epoch + 1}/{epochs}", show_progress=show_progress)
         step, images_seen = tr["step"], images_seen + tr["images"]
+        for k, v in tr["phases"].items():
+            phases[k] = phases.get(k, 0.0) + v
         row = {"epoch": epoch + 1, "train_loss": round(tr["loss"], 6), "train_acc": round(tr["acc"], 6),
                "val_loss": None, "val_acc": None, "lr": round(tr["lr"], 8)}
         if val_loader is not None:
+            t_val = time.perf_counter()
             logits, labels = predict_logits(eval_model, val_loader, device=device, amp_dtype=amp_dtype)
+            phases["validation"] = phases.get("validation", 0.0) + time.perf_counter() - t_val
             row["val_loss"] = round(F.cross_entropy(logits, labels).item(), 6)
             row["val_acc"] = round((logits.argmax(1) == labels).float().mean().item(), 6)
         row["seconds"] = round(time.perf_counter() - t0, 3)
@@ -197,5 +221,5 @@ def fit(
             stopped_early = True
             tqdm.write(f"early stopping: no val improvement for {patience} epochs (best epoch {best_epoch})")
             break
-    return FitResult(history=history, best_epoch=best_epoch, best_val_acc=None if best_acc == -math.inf else best_acc,
+    return FitResult(phases=phases, history=history, best_epoch=best_epoch, best_val_acc=None if best_acc == -math.inf else best_acc,
                      train_seconds=budget.elapsed(), stopped_early=stopped_early, images_seen=images_seen)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -17,17 +18,18 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from imgcls.config import (AugConfig, DataConfig, ModelConfig, OptimConfig, SchedConfig, TrainerConfig, coerce,
                            model_config)
-from imgcls.data import DataBundle, load_data, make_loader, write_split_lists
+from imgcls.data import DataBundle, data_root, load_data, make_loader, write_split_lists
 from imgcls.errors import ImgclsError
 from imgcls.evaluate import evaluate_model, plot_learning_curves
 from imgcls.modelfile import ModelMeta, Preprocess, load_weights, save_model
 from imgcls.models import create_model, model_accepts
-from imgcls.train.device import amp_dtype as pick_amp_dtype
-from imgcls.train.device import grad_scaler, select_device, set_threads
+from imgcls.device import amp_dtype as pick_amp_dtype
+from imgcls.device import grad_scaler, select_device, set_threads
 from imgcls.evaluate.tta import TTA_VIEWS, tta_logits
-from imgcls.train.loop import Budget, fit, predict_logits
+from imgcls.evaluate.infer import predict_logits
+from imgcls.train.loop import Budget, fit
 from imgcls.train.optim import build_optimizer
-from imgcls.train.run_dir import new_run_dir, resume_dir
+from imgcls.run_dir import new_run_dir, resume_dir
 
 
 @dataclass
@@ -51,7 +53,8 @@ def build_model(cfg: ModelConfig, bundle: DataBundle) -> tuple[nn.Module, dict[s
     """The model for `bundle` and the builder arguments that rebuild it."""
     args = {**cfg.args, "num_classes": len(bundle.classes), "in_chans": bundle.channels}
     if model_accepts(cfg.name, "img_size"):
-        args["img_size"] = bundle.image_size[0]
+        h, w = bundle.image_size
+        args["img_size"] = h if h == w else [h, w]
     return create_model(cfg.name, **args), args
 
 
@@ -61,6 +64,21 @@ def preprocess_of(bundle: DataBundle) -> Preprocess:
 
 
 BUDGET_MARGIN = 3.0  # seconds kept free for saving files and printing at the end of a time-budgeted run
+
+
+RUNTIME_KEYS = ("device", "threads", "progress", "resume")  # trainer options a resumed run takes from the new call
+
+
+def saved_config(run_dir: Path, current: TrainerConfig) -> tuple:
+    """The option groups a run was started with (config.yaml), with runtime-only trainer keys from `current`."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ImgclsError(f"cannot resume {run_dir}: its config.yaml is missing")
+    c = yaml.safe_load(path.read_text())
+    trainer = {**c["trainer"], **{k: getattr(current, k) for k in RUNTIME_KEYS}}
+    return (coerce(DataConfig, c["data"], "data"), model_config(c["model"]), coerce(OptimConfig, c["optim"], "optim"),
+            coerce(SchedConfig, c["sched"], "sched"), coerce(AugConfig, c["aug"], "aug"),
+            coerce(TrainerConfig, trainer, "trainer"))
 
 
 def first_images(bundle: DataBundle, n: int, device: torch.device) -> torch.Tensor:
@@ -104,6 +122,11 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     dcfg, mcfg = coerce(DataConfig, data, "data"), model_config(model)
     ocfg, scfg = coerce(OptimConfig, optim, "optim"), coerce(SchedConfig, sched, "sched")
     acfg, tcfg = coerce(AugConfig, aug, "aug"), coerce(TrainerConfig, trainer, "trainer")
+    run_dir = None
+    if tcfg.resume:  # a resumed run continues with the configuration it was started with
+        run_dir = resume_dir(tcfg.project, tcfg.name or f"{dcfg.name}-{mcfg.name}", tcfg.resume)
+        dcfg, mcfg, ocfg, scfg, acfg, tcfg = saved_config(run_dir, tcfg)
+        print(f"resuming {run_dir} with its saved configuration (config.yaml)")
     set_threads(tcfg.threads)
     device = select_device(tcfg.device)
     seed_everything(tcfg.seed)
@@ -119,12 +142,13 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     if hasattr(net, "init_from_data") and not tcfg.resume:  # e.g. patch whitening (resume restores it)
         net.init_from_data(first_images(bundle, tcfg.init_images, device))
 
-    name = tcfg.name or f"{bundle.name}-{mcfg.name}"
-    run_dir = resume_dir(tcfg.project, name, tcfg.resume) if tcfg.resume else new_run_dir(tcfg.project, name)
-    config = {"data": dataclasses.asdict(dcfg), "model": {"name": mcfg.name, **mcfg.args},
+    # The data root is recorded resolved, so `imgcls evaluate ckpt=...` finds the data from anywhere.
+    data_record = {**dataclasses.asdict(dcfg), "root": str(data_root(dcfg.root).resolve())}
+    config = {"data": data_record, "model": {"name": mcfg.name, **mcfg.args},
               "optim": dataclasses.asdict(ocfg), "sched": dataclasses.asdict(scfg), "aug": dataclasses.asdict(acfg),
               "trainer": dataclasses.asdict(tcfg)}
-    if not tcfg.resume:
+    if run_dir is None:
+        run_dir = new_run_dir(tcfg.project, tcfg.name or f"{bundle.name}-{mcfg.name}")
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         write_split_lists(bundle, run_dir / "splits")
 
@@ -158,13 +182,15 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     print(f"training {mcfg.name} on {bundle.name} ({len(bundle.train)} train, "
           f"{len(bundle.val) if bundle.val is not None else 0} val images, {len(bundle.classes)} classes) "
           f"on {device} in {run_dir}")
+    t_fit = time.perf_counter()
     result = fit(train_net, train_loader, val_loader, optimizer, run_dir=run_dir, epochs=tcfg.epochs,
                  sched=scfg, device=device, amp_dtype=dtype, scaler=scaler, save_model=save,
                  label_smoothing=tcfg.label_smoothing, ema=ema, patience=tcfg.patience,
                  budget=budget, limit_batches=tcfg.limit_batches,
-                 show_progress=tcfg.progress, resume=bool(tcfg.resume))
+                 show_progress=tcfg.progress, resume=bool(tcfg.resume),
+                 small_crop=(acfg.small_crop, acfg.small_crop_until) if acfg.small_crop else None)
     if not result.history:
-        raise ImgclsError(f"no epoch was trained in {run_dir} (time budget too small, or the run had already finished)")
+        raise ImgclsError(f"no epoch was trained in {run_dir} (the time budget is too small for one epoch)")
     plot_learning_curves(run_dir / "results.csv", run_dir / "learning_curves.png")
 
     # Score the best weights on the test split (or val); the numbers go into both model files' metadata.
@@ -186,9 +212,15 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
             summary[f"{split}_top1_no_tta"] = metrics["top1_no_tta"] = (logits.argmax(1) == labels).float().mean().item()
         metrics["summary"] = summary
         save(eval_net, "best", summary)
+        if result.best_epoch == len(result.history) or bundle.val is None:  # best is last: same weights, same numbers
+            save(eval_net, "last", summary)
     total = time.perf_counter() - t_start
+    profile = {"total": total, "before_training": t_fit - t_start, "training": result.train_seconds,
+               **{f"train/{k}": v for k, v in result.phases.items()}}
     if split:
         metrics["summary"]["total_seconds"] = round(total, 2)
+        profile["test_evaluation"] = metrics["summary"]["eval_seconds"]
+    (run_dir / "profile.json").write_text(json.dumps({k: round(v, 3) for k, v in profile.items()}, indent=2))
     tta_note = f" with TTA level {tcfg.tta} ({metrics['top1_no_tta']:.2%} without)" if split and tcfg.tta else ""
     print(f"done in {total:.1f}s (training {result.train_seconds:.1f}s)"
           + (f"; {split} top-1 {metrics['top1']:.2%}{tta_note}" if split else ""))

@@ -16,7 +16,7 @@ from imgcls.evaluate import evaluate, read_metrics
 from imgcls.modelfile import load_model, read_meta
 from imgcls.train.loop import RESULTS_COLUMNS
 from imgcls.train.run import train
-from imgcls.train.run_dir import new_run_dir, resume_dir
+from imgcls.run_dir import new_run_dir, resume_dir
 from tests.conftest import SORTED_CLASSES, write_image_folder
 
 loop = importlib.import_module("imgcls.train.loop")  # `imgcls.train` the attribute is the train() function
