@@ -87,7 +87,10 @@ def lr_factor(p: float, cfg: SchedConfig) -> float:
 
 
 def apply_schedule(optimizer: torch.optim.Optimizer, p: float, sched: SchedConfig) -> float:
-    """Set every group's lr for progress p; groups past their `stop_at` are frozen. Returns group 0's lr."""
+    """Set every group's lr for progress p; groups past their `stop_at` are frozen.
+
+    Returns the lr of the first group that trains to the end (the one results.csv reports).
+    """
     factor = lr_factor(p, sched)
     for g in optimizer.param_groups:
         lr = g.get("base_lr", g["lr"]) * factor
@@ -99,4 +102,5 @@ def apply_schedule(optimizer: torch.optim.Optimizer, p: float, sched: SchedConfi
                     q.requires_grad_(False)
                     q.grad = None
         g["lr"] = lr
-    return optimizer.param_groups[0]["lr"]
+    main = [g for g in optimizer.param_groups if g.get("stop_at") is None] or optimizer.param_groups
+    return main[0]["lr"]
