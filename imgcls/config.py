@@ -88,7 +88,7 @@ class TrainerConfig:
     resume: Any = False  # true = continue the latest run named `name`; or a run folder path
     progress: bool = True  # progress bar
     limit_batches: Optional[int] = None  # stop each epoch after N batches (quick tests)
-    time_budget: Optional[float] = None  # seconds for the whole run (data to test metrics); the schedule adapts to fit
+    time_budget: Optional[float] = None  # wall seconds from process start to test metrics; the schedule adapts to fit
     tta: int = 0  # test-time augmentation level of the final test evaluation: 0 none, 1 mirror, 2 mirror + shifts
     init_images: int = 5000  # training images given to a model's data-dependent init (e.g. patch whitening)
 

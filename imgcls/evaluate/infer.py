@@ -6,19 +6,27 @@ import torch
 from torch import nn
 
 from imgcls.device import autocast
-from imgcls.evaluate.tta import tta_logits
+from imgcls.evaluate.tta import tta_and_plain_logits
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, loader, *, device: torch.device, amp_dtype=None,
-                   limit_batches: int | None = None, tta: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, K) float32 and labels (N,) on the CPU, in loader order; `tta` is the TTA level."""
+                   limit_batches: int | None = None, tta: int = 0,
+                   with_plain: bool = False) -> tuple[torch.Tensor, ...]:
+    """Logits (N, K) float32 and labels (N,) on the CPU, in loader order; `tta` is the TTA level.
+
+    `with_plain=True` also returns the logits of the plain (un-augmented) view, at no extra cost.
+    """
     model.eval()
-    logits, labels = [], []
+    logits, plain, labels = [], [], []
     for i, (x, y) in enumerate(loader):
         if limit_batches is not None and i >= limit_batches:
             break
         with autocast(device, amp_dtype):
-            logits.append(tta_logits(model, x.to(device, non_blocking=True), tta).float().cpu())
+            out, out_plain = tta_and_plain_logits(model, x.to(device, non_blocking=True), tta)
+        logits.append(out.float().cpu())
+        plain.append(out_plain.float().cpu())
         labels.append(y.cpu())
+    if with_plain:
+        return torch.cat(logits), torch.cat(labels), torch.cat(plain)
     return torch.cat(logits), torch.cat(labels)

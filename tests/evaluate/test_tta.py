@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from imgcls.evaluate.tta import tta_logits
+from imgcls.evaluate.tta import tta_and_plain_logits, tta_logits
 
 
 class MeanPoolNet(nn.Module):
@@ -47,3 +47,12 @@ def test_mirror_tta_averages_both_views():
 def test_unknown_level_raises():
     with pytest.raises(ValueError):
         tta_logits(MeanPoolNet(), torch.randn(1, 3, 8, 8), 3)
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_plain_logits_come_with_the_tta_ones(level):
+    net, x = LeftEdgeNet(), torch.randn(3, 3, 8, 8)
+    tta, plain = tta_and_plain_logits(net, x, level)
+    assert torch.equal(plain, net(x))
+    assert torch.equal(tta, tta_logits(net, x, level))
+    assert torch.equal(tta, plain) == (level == 0)
