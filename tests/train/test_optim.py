@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -173,6 +176,21 @@ def test_no_budget():
     b.start()
     clock.t += 1e9
     assert not b.exhausted() and b.progress(3, 4) == 0.75
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process_age reads /proc (Linux only)")
+def test_process_age_counts_time_before_train():
+    from imgcls.train.run import process_age
+
+    age = process_age()
+    assert 0 < age < 86400  # pytest has been running for a while, not for days
+    time.sleep(0.05)
+    assert process_age() >= age
+    # A fresh process that idles 0.5 s before asking has an age of at least 0.5 s.
+    out = subprocess.run([sys.executable, "-c", "import time; time.sleep(0.5); "
+                          "from imgcls.train.run import process_age; print(process_age())"],
+                         capture_output=True, text=True, check=True).stdout
+    assert float(out) >= 0.45
 
 
 class OneSecondPerStep(nn.Module):
