@@ -180,6 +180,15 @@ def test_missing_folder(tmp_path):
         load_data(folder_cfg(tmp_path / "nowhere"))
 
 
+@pytest.mark.parametrize("name, where", [("mnist", "MNIST/raw/"), ("cifar10", "cifar-10-batches-py")])
+def test_missing_torchvision_data_set_says_what_to_download_and_where(tmp_path, name, where):
+    # download=False stands in for "no network": the same one-line error, naming the file and the folder.
+    with pytest.raises(ImgclsError, match="not found under") as e:
+        load_data(DataConfig(name=name, root=str(tmp_path), download=False))
+    msg = str(e.value)
+    assert "Download" in msg and str(tmp_path / where) in msg and "\n" not in msg
+
+
 def test_folder_without_class_folders(tmp_path):
     (tmp_path / "d").mkdir()
     with pytest.raises(ImgclsError, match="no images"):
