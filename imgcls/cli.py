@@ -38,7 +38,7 @@ def _register_configs() -> None:
         cs.store(group=group, name="_schema", node=schema)
     for name in list_models():
         params = inspect.signature(_get(name)).parameters
-        node = {"name": name}
+        node = {"name": name, "pretrained": None}  # pretrained: a weights file to start from
         for p in params.values():
             if p.name not in ("num_classes", "in_chans", "img_size") and p.default is not inspect.Parameter.empty:
                 node[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
@@ -56,8 +56,10 @@ def cmd_train(cfg: DictConfig) -> None:
 def cmd_evaluate(cfg: DictConfig) -> None:
     from imgcls.evaluate import evaluate
 
-    m = evaluate(cfg.ckpt, data=_plain(cfg, "data"), split=cfg.split, out_dir=cfg.out, project=cfg.project,
+    m = evaluate(cfg.ckpt, model=_plain(cfg, "model"), data=_plain(cfg, "data"), split=cfg.split, out_dir=cfg.out, project=cfg.project,
                  batch_size=cfg.batch_size, device=cfg.device, threads=cfg.threads, tta=cfg.tta)
+    if "pretrained" in m:
+        print(m["pretrained"])
     print(f"{m['split']}: top-1 {m['top1']:.2%}  top-5 {m['top5']:.2%}  macro F1 {m['macro']['f1']:.4f}  "
           f"({m['num_samples']} images)")
     print(f"metrics: {Path(m['out_dir']) / 'metrics.json'}")

@@ -97,6 +97,7 @@ class TrainerConfig:
 class ModelConfig:
     name: str = "resnet_cifar20"  # registered name, see `imgcls.list_models()`
     args: dict[str, Any] = field(default_factory=dict)  # builder options (e.g. width), besides the fixed keys
+    pretrained: Optional[str] = None  # weights file to start from (.pt/.pth/.th/.safetensors or an imgcls model file)
 
 
 def _check(value: Any, allowed: tuple, key: str) -> None:
@@ -156,6 +157,7 @@ def model_config(value: Any) -> ModelConfig:
         return ModelConfig()
     value = dict(value)
     name = value.pop("name", ModelConfig.name)
+    pretrained = value.pop("pretrained", None)
     args = dict(value.pop("args", {}) or {})
     args.update(value)
-    return ModelConfig(name=name, args=args)
+    return ModelConfig(name=name, args=args, pretrained=str(pretrained) if pretrained else None)

@@ -133,6 +133,16 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, arch: str = "?") 
         )
 
 
+def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The weights of a `.safetensors` file (an imgcls model file or plain tensors), by name, on the CPU."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ImgclsError(f"{path} is not a readable safetensors file: {e}") from None
+
+
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model from its file; returns it in eval mode with its `ModelMeta` as `.meta`."""
     from imgcls.models import create_model

@@ -9,12 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgcls.config import DataConfig, coerce
+from imgcls.config import DataConfig, ModelConfig, coerce, model_config
 from imgcls.data import DataBundle, load_data, make_loader
 from imgcls.errors import ImgclsError
 from imgcls.evaluate.metrics import compute_metrics, write_metrics, write_per_class_csv
 from imgcls.evaluate.plots import plot_confusion_matrix
 from imgcls.modelfile import load_model
+from imgcls.models import create_model
+from imgcls.models.pretrained import load_pretrained
 from imgcls.device import select_device, set_threads
 from imgcls.evaluate.infer import predict_logits
 from imgcls.run_dir import new_run_dir
@@ -40,14 +42,23 @@ def evaluate_model(model: nn.Module, bundle: DataBundle, split: str, out_dir: Pa
     return metrics
 
 
-def evaluate(ckpt: str | Path, *, data: DataConfig | dict | str | None = None, split: str = "test",
+def evaluate(ckpt: str | Path | None = None, *, model: ModelConfig | dict | str | None = None,
+             data: DataConfig | dict | str | None = None, split: str = "test",
              out_dir: str | Path | None = None, project: str = "runs", batch_size: int = 1000,
              device: str = "auto", threads: int | None = None, tta: int | None = None) -> dict:
     """Evaluate the model file `ckpt` on a data set (default: the one it was trained on).
 
+    Without `ckpt`, evaluates `model` (a registered name with `pretrained=WEIGHTS`, e.g. published
+    weights) on `data`, whose normalization must be the one the weights were trained with.
     Returns the metrics dict (also written to `<out_dir>/metrics.json`, with `out_dir` added under
     the key "out_dir"). `tta` is the test-time augmentation level; None = the one it was trained with.
     """
+    if ckpt is not None and model is not None:
+        raise ImgclsError("pass either ckpt=PATH (a model file carries its architecture) or model=NAME with "
+                          "model.pretrained=WEIGHTS, not both")
+    if ckpt is None:
+        return _evaluate_pretrained(model, data=data, split=split, out_dir=out_dir, project=project,
+                                    batch_size=batch_size, device=device, threads=threads, tta=tta or 0)
     set_threads(threads)
     dev = select_device(device)
     model = load_model(ckpt, device=dev)
@@ -72,4 +83,28 @@ def evaluate(ckpt: str | Path, *, data: DataConfig | dict | str | None = None, s
         tta = int(meta.train.get("config", {}).get("trainer", {}).get("tta", 0))
     metrics = evaluate_model(model, bundle, split, out, device=dev, batch_size=batch_size, workers=cfg.workers, tta=tta)
     metrics["out_dir"] = str(out)
+    return metrics
+
+
+def _evaluate_pretrained(model: ModelConfig | dict | str | None, *, data, split: str, out_dir, project: str,
+                         batch_size: int, device: str, threads: int | None, tta: int) -> dict:
+    mcfg = model_config(model) if model is not None else None
+    if mcfg is None or not mcfg.pretrained:
+        raise ImgclsError("nothing to evaluate: pass ckpt=PATH (an imgcls model file), "
+                          "or model=NAME model.pretrained=WEIGHTS data=NAME")
+    if data is None:
+        raise ImgclsError("model.pretrained needs data=NAME (with data.root=DIR, and data.mean/data.std set to the "
+                          "normalization the weights were trained with)")
+    set_threads(threads)
+    dev = select_device(device)
+    cfg = coerce(DataConfig, data, "data")
+    bundle = load_data(dataclasses.replace(cfg, val_fraction=cfg.val_fraction if split == "val" else 0.0))
+    h, w = bundle.image_size
+    net = create_model(mcfg.name, num_classes=len(bundle.classes), in_chans=bundle.channels,
+                       img_size=h if h == w else [h, w], **mcfg.args)
+    report = load_pretrained(net, mcfg.pretrained)
+    out = Path(out_dir) if out_dir else new_run_dir(project, f"eval-{mcfg.name}")
+    metrics = evaluate_model(net.to(dev), bundle, split, out, device=dev, batch_size=batch_size, workers=cfg.workers,
+                             tta=tta)
+    metrics["out_dir"], metrics["pretrained"] = str(out), report.summary()
     return metrics

@@ -24,6 +24,7 @@ from imgcls.errors import ImgclsError
 from imgcls.evaluate import evaluate_model, plot_learning_curves
 from imgcls.modelfile import ModelMeta, Preprocess, load_weights, save_model
 from imgcls.models import create_model, model_accepts
+from imgcls.models.pretrained import load_pretrained
 from imgcls.device import amp_dtype as pick_amp_dtype
 from imgcls.device import autocast, grad_scaler, select_device, set_threads
 from imgcls.evaluate.tta import tta_logits
@@ -160,12 +161,15 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
 
-    if hasattr(net, "init_from_data") and not tcfg.resume:  # e.g. patch whitening (resume restores it)
+    if mcfg.pretrained and not tcfg.resume:  # a resumed run restores its own weights instead
+        print(load_pretrained(net, mcfg.pretrained).summary())
+    elif hasattr(net, "init_from_data") and not tcfg.resume:  # e.g. patch whitening (resume restores it)
         net.init_from_data(first_images(bundle, tcfg.init_images, device))
 
     # The data root is recorded resolved, so `imgcls evaluate ckpt=...` finds the data from anywhere.
     data_record = {**dataclasses.asdict(dcfg), "root": str(data_root(dcfg.root).resolve())}
-    config = {"data": data_record, "model": {"name": mcfg.name, **mcfg.args},
+    model_record = {"name": mcfg.name, **mcfg.args, **({"pretrained": mcfg.pretrained} if mcfg.pretrained else {})}
+    config = {"data": data_record, "model": model_record,
               "optim": dataclasses.asdict(ocfg), "sched": dataclasses.asdict(scfg), "aug": dataclasses.asdict(acfg),
               "trainer": dataclasses.asdict(tcfg)}
     if run_dir is None:
