@@ -36,7 +36,7 @@ if "--warm" in sys.argv:  # decode the data set into the cache only, so that no 
     load_data(coerce(DataConfig, OmegaConf.to_container(cfg.data, resolve=True), "data"))
     sys.exit(0)
 from imgcls.train.run import train
-groups = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "optim", "sched", "aug", "trainer")}
+groups = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "optim", "sched", "aug", "loss", "trainer")}
 r = train(**groups)
 s = r.metrics["summary"]
 print("RESULT " + json.dumps({

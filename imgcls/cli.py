@@ -15,10 +15,11 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from imgcls.config import AugConfig, DataConfig, OptimConfig, SchedConfig, TrainerConfig
+from imgcls.config import AugConfig, DataConfig, LossConfig, OptimConfig, SchedConfig, TrainerConfig
 from imgcls.errors import ImgclsError
 
-SCHEMAS = {"data": DataConfig, "optim": OptimConfig, "sched": SchedConfig, "aug": AugConfig, "trainer": TrainerConfig}
+SCHEMAS = {"data": DataConfig, "optim": OptimConfig, "sched": SchedConfig, "aug": AugConfig, "loss": LossConfig,
+           "trainer": TrainerConfig}
 
 
 def _plain(cfg: DictConfig, key: str):
@@ -31,6 +32,7 @@ def _register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     from imgcls.models import list_models
+    from imgcls.models.hub import ADAPTERS
     from imgcls.models.registry import _get
 
     cs = ConfigStore.instance()
@@ -38,9 +40,13 @@ def _register_configs() -> None:
         cs.store(group=group, name="_schema", node=schema)
     for name in list_models():
         params = inspect.signature(_get(name)).parameters
-        node = {"name": name, "pretrained": None}  # pretrained: a weights file to start from
+        # pretrained: a weights file to start from (true: the library's, for timm/torchvision); freeze: backbone
+        node = {"name": name, "pretrained": None, "freeze": None}
+        if name in ADAPTERS:  # model=timm model.name=resnet18: `name` is the library's model name
+            node = {"adapter": name, "name": params["arch"].default, "pretrained": None, "freeze": None}
         for p in params.values():
-            if p.name not in ("num_classes", "in_chans", "img_size") and p.default is not inspect.Parameter.empty:
+            if p.name not in ("num_classes", "in_chans", "img_size", "arch", "download") \
+                    and p.default is not inspect.Parameter.empty:
                 node[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
         cs.store(group="model", name=name, node=node)
 
@@ -48,7 +54,7 @@ def _register_configs() -> None:
 def cmd_train(cfg: DictConfig) -> None:
     from imgcls.train.run import train
 
-    r = train(**{k: _plain(cfg, k) for k in ("data", "model", "optim", "sched", "aug", "trainer")})
+    r = train(**{k: _plain(cfg, k) for k in ("data", "model", "optim", "sched", "aug", "loss", "trainer")})
     print(f"model file: {r.best}")
     print(f"run folder: {r.run_dir}")
 

@@ -15,19 +15,21 @@ from imgcls.errors import ImgclsError
 
 @dataclass
 class DataConfig:
-    name: str = "cifar10"  # cifar10 | mnist | folder
+    name: str = "cifar10"  # cifar10 | mnist | folder | caltech101 | a torchvision data set class (FashionMNIST, SVHN, ...)
     root: Optional[str] = None  # directory holding data sets; None = $IMGCLS_DATA, else ./data
     download: bool = True  # let torchvision download a missing data set (needs network)
     val_fraction: float = 0.1  # held-out share of train when there is no validation folder; 0 = none (best = last)
-    split_seed: int = 0  # seed of the stratified train/val split (kept apart from the training seed)
+    test_fraction: Optional[float] = None  # share held out as test when there is no test split; None = the data set's (0.2 for caltech101, else 0)
+    split_seed: int = 0  # seed of the stratified train/val(/test) split (kept apart from the training seed)
     image_size: Optional[int] = None  # side the model sees; None = native size (small images) or 224 (large)
     channels: Optional[int] = None  # 1 or 3; None = the data set's own (1 for MNIST, 3 otherwise)
     mean: Optional[list[float]] = None  # normalization; None = the data set's published values
     std: Optional[list[float]] = None  # per-channel std on [0, 1] pixels; None = the data set's published values
-    small_max: int = 64  # images at most this many pixels a side are decoded once into a tensor cache
+    small_max: int = 64  # images seen at most this many pixels a side (native, or image_size) are decoded once into a tensor cache
     cache_dir: Optional[str] = None  # decode cache; None = $IMGCLS_CACHE, else ~/.cache/imgcls
     workers: int = 2  # DataLoader workers for large images
     limit: Optional[int] = None  # use a seeded random N samples of each split (quick tests)
+    sampler: str = "random"  # random | balanced (each class drawn equally often, with replacement: for imbalanced data)
 
 
 @dataclass
@@ -57,6 +59,9 @@ class OptimConfig:
     # Parameter-name pattern -> share of training after which those parameters freeze (their lr decays
     # linearly to 0 by then), e.g. {"whiten.bias": 0.375}: cheaper steps once they matter no more.
     stop: dict[str, float] = field(default_factory=dict)
+    # Discriminative learning rates (fastai's lr_mult): the head trains at lr, the first layer group at
+    # lr / lr_mult, the groups in between (the model's top-level blocks) geometrically in between.
+    lr_mult: float = 1.0
 
 
 @dataclass
@@ -67,6 +72,13 @@ class SchedConfig:
     div_factor: float = 25.0  # onecycle: start lr = peak / div_factor
     step_size: float = 0.33  # step: decay every this share of training ...
     gamma: float = 0.1  # ... by this factor
+
+
+@dataclass
+class LossConfig:
+    # Per-class weights of the cross-entropy: None, "balanced" (n_samples / (n_classes * class count),
+    # scikit-learn's rule: rare classes weigh more) or a list with one weight per class.
+    class_weights: Any = None
 
 
 @dataclass
@@ -91,13 +103,15 @@ class TrainerConfig:
     time_budget: Optional[float] = None  # wall seconds from process start to test metrics; the schedule adapts to fit
     tta: int = 0  # test-time augmentation level of the final test evaluation: 0 none, 1 mirror, 2 mirror + shifts
     init_images: int = 5000  # training images given to a model's data-dependent init (e.g. patch whitening)
+    freeze_epochs: int = 0  # fine-tuning (fastai style): train only the head for this many epochs, then everything
 
 
 @dataclass
 class ModelConfig:
     name: str = "resnet_cifar20"  # registered name, see `imgcls.list_models()`
     args: dict[str, Any] = field(default_factory=dict)  # builder options (e.g. width), besides the fixed keys
-    pretrained: Optional[str] = None  # weights file to start from (.pt/.pth/.th/.safetensors or an imgcls model file)
+    pretrained: Optional[str] = None  # weights file to start from (.pt/.pth/.th/.safetensors or an imgcls model file); true = the library's (timm/torchvision)
+    freeze: Optional[str] = None  # backbone = feature extraction: only the head trains (frozen batch-norm statistics too)
 
 
 def _check(value: Any, allowed: tuple, key: str) -> None:
@@ -111,14 +125,23 @@ def validate(cfg: Any) -> None:
         _check(cfg.flip_mode, ("random", "alternate"), "aug.flip_mode")
     elif isinstance(cfg, OptimConfig):
         _check(cfg.name, ("sgd", "adamw", "muon"), "optim.name")
+        if cfg.lr_mult < 1:
+            raise ImgclsError(f"optim.lr_mult={cfg.lr_mult} must be >= 1 (the head's lr over the first layer's)")
     elif isinstance(cfg, SchedConfig):
         _check(cfg.name, ("cosine", "onecycle", "linear", "step", "constant"), "sched.name")
     elif isinstance(cfg, TrainerConfig):
         _check(cfg.tta, (0, 1, 2), "trainer.tta")
+        if cfg.freeze_epochs < 0 or cfg.freeze_epochs >= cfg.epochs and cfg.freeze_epochs:
+            raise ImgclsError(f"trainer.freeze_epochs={cfg.freeze_epochs} must be in [0, trainer.epochs={cfg.epochs})")
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise ImgclsError(f"trainer.epochs and trainer.batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
     elif isinstance(cfg, DataConfig):
         _check(cfg.channels, (None, 1, 3), "data.channels")
+        _check(cfg.sampler, ("random", "balanced"), "data.sampler")
+    elif isinstance(cfg, LossConfig):
+        w = cfg.class_weights
+        if not (w is None or w == "balanced" or (isinstance(w, (list, tuple)) and all(isinstance(v, (int, float)) and v >= 0 for v in w))):
+            raise ImgclsError(f"loss.class_weights={w!r} must be null, balanced or a list of non-negative numbers")
 
 
 C = TypeVar("C")
@@ -158,6 +181,11 @@ def model_config(value: Any) -> ModelConfig:
     value = dict(value)
     name = value.pop("name", ModelConfig.name)
     pretrained = value.pop("pretrained", None)
+    freeze = value.pop("freeze", None)
+    adapter = value.pop("adapter", None)  # model=timm / model=torchvision: `name` is the library's model name
     args = dict(value.pop("args", {}) or {})
     args.update(value)
-    return ModelConfig(name=name, args=args, pretrained=str(pretrained) if pretrained else None)
+    if adapter:
+        args["arch"], name = name, adapter
+    return ModelConfig(name=name, args=args, pretrained=str(pretrained) if pretrained not in (None, False, "") else None,
+                       freeze=None if freeze in (None, "none", False) else str(freeze))

@@ -31,7 +31,7 @@ def plain(cfg, key):
     return OmegaConf.to_container(cfg[key], resolve=True)
 
 
-GROUP_CASES = [(g, o) for g in ("data", "optim", "sched", "aug", "trainer", "experiment") for o in options(g)]
+GROUP_CASES = [(g, o) for g in ("data", "optim", "sched", "aug", "loss", "trainer", "experiment") for o in options(g)]
 
 
 @pytest.mark.parametrize("group, option", GROUP_CASES)
@@ -73,3 +73,17 @@ def test_evaluate_and_predict_configs_compose():
         pr = compose("predict", overrides=["ckpt=x.safetensors", "source=img"])
     assert ev.ckpt == "x.safetensors" and ev.data.name == "mnist" and ev.split == "test"
     assert pr.source == "img" and pr.top_k == 5
+
+
+def test_library_models_are_chosen_by_their_own_name():
+    cfg = compose_train("model=timm", "model.name=resnet10t", "model.pretrained=w.pth", "model.freeze=backbone")
+    m = model_config(plain(cfg, "model"))
+    assert (m.name, m.args["arch"], m.pretrained, m.freeze) == ("timm", "resnet10t", "w.pth", "backbone")
+    m = model_config(plain(compose_train("model=torchvision"), "model"))
+    assert (m.name, m.args, m.pretrained) == ("torchvision", {"arch": "mobilenet_v3_small"}, None)
+
+
+def test_transfer_options_compose():
+    cfg = compose_train("loss=balanced", "data.sampler=balanced", "trainer.freeze_epochs=1", "optim.lr_mult=10")
+    assert plain(cfg, "loss") == {"class_weights": "balanced"} and cfg.data.sampler == "balanced"
+    assert cfg.trainer.freeze_epochs == 1 and cfg.optim.lr_mult == 10

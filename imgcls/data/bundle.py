@@ -41,6 +41,7 @@ class DataBundle:
     resize: Optional[int] = None  # large images: shorter side before the center crop at evaluation
     flip_ok: bool = True  # whether mirrored images are still valid examples (not for digits or text)
     notes: list[str] = field(default_factory=list)  # things the user should know (skipped files, ...)
+    default_test_fraction: float = 0.0  # share of train held out as test when there is no official test split
 
     @property
     def in_memory(self) -> bool:

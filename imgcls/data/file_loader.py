@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision.transforms import v2
 
 from imgcls.data.image_io import open_image
@@ -55,8 +55,9 @@ class FileLoader:
     """A DataLoader remade every epoch with a generator seeded by (seed, epoch), for exact resumption."""
 
     def __init__(self, dataset: FileDataset, *, batch_size: int, shuffle: bool, drop_last: bool = False,
-                 workers: int = 2, seed: int = 0, pin_memory: bool = False):
+                 workers: int = 2, seed: int = 0, pin_memory: bool = False, sample_weights: torch.Tensor | None = None):
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
+        self.sample_weights = sample_weights  # balanced sampling: draws with replacement instead of shuffling
         self.workers, self.seed, self.epoch, self.pin_memory = workers, seed, 0, pin_memory
 
     def set_epoch(self, epoch: int) -> None:
@@ -68,6 +69,9 @@ class FileLoader:
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=self.shuffle, drop_last=self.drop_last,
-                            num_workers=self.workers, generator=g, pin_memory=self.pin_memory)
+        sampler = WeightedRandomSampler(self.sample_weights.double(), len(self.dataset), replacement=True, generator=g) \
+            if self.sample_weights is not None else None
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=self.shuffle and sampler is None,
+                            sampler=sampler, drop_last=self.drop_last, num_workers=self.workers, generator=g,
+                            pin_memory=self.pin_memory)
         yield from loader

@@ -11,19 +11,31 @@ from imgcls.data.tensor_loader import TensorLoader
 
 
 def make_loader(bundle: DataBundle, split: Split, *, train: bool, batch_size: int, aug: AugConfig | None = None,
-                seed: int = 0, device: str | torch.device = "cpu", channels_last: bool = False, workers: int = 2):
-    """A loader of normalized float batches; `train=True` shuffles and augments, else neither."""
+                seed: int = 0, device: str | torch.device = "cpu", channels_last: bool = False, workers: int = 2,
+                balanced: bool = False):
+    """A loader of normalized float batches; `train=True` shuffles and augments, else neither.
+
+    `balanced=True` (training only) draws every class equally often (with replacement) instead of shuffling.
+    """
     aug = aug or AugConfig()
     flip = train and (aug.flip if aug.flip is not None else bundle.flip_ok)
     drop_last = train and len(split) > batch_size  # no tiny last batch for batch norm
+    weights = balanced_sample_weights(split.labels) if train and balanced else None
     if split.images is not None:
         return TensorLoader(split.images, split.labels, batch_size=batch_size, mean=bundle.mean, std=bundle.std,
                             shuffle=train, drop_last=drop_last, flip=flip, flip_mode=aug.flip_mode,
-                            crop_pad=aug.crop_pad if train else 0, seed=seed, device=device, channels_last=channels_last)
+                            crop_pad=aug.crop_pad if train else 0, seed=seed, device=device, channels_last=channels_last,
+                            sample_weights=weights)
     if train:
         tf = train_transform(bundle.image_size, bundle.mean, bundle.std, flip=flip, scale=aug.crop_scale)
     else:
         tf = eval_transform(bundle.image_size, bundle.mean, bundle.std, resize=bundle.resize)
     ds = FileDataset(split.ids, split.labels, tf, bundle.channels)
     return FileLoader(ds, batch_size=batch_size, shuffle=train, drop_last=drop_last, workers=workers, seed=seed,
-                      pin_memory=torch.device(device).type == "cuda")
+                      pin_memory=torch.device(device).type == "cuda", sample_weights=weights)
+
+
+def balanced_sample_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample draw weights 1 / (count of its class): every class is drawn equally often."""
+    counts = torch.bincount(labels.cpu())
+    return 1.0 / counts[labels.cpu()].double()

@@ -65,6 +65,8 @@ def load_data(cfg: DataConfig) -> DataBundle:
         raise ImgclsError(f"data.channels must be 1 or 3, got {cfg.channels}")
     if not 0 <= cfg.val_fraction < 1:
         raise ImgclsError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    if cfg.test_fraction is not None and not 0 <= cfg.test_fraction < 1:
+        raise ImgclsError(f"data.test_fraction must be in [0, 1), got {cfg.test_fraction}")
     root = data_root(cfg.root)
     b = get_source(cfg.name)(root, channels=cfg.channels, image_size=cfg.image_size, small_max=cfg.small_max,
                              cache_dir=cfg.cache_dir, workers=cfg.workers, download=cfg.download)
@@ -80,6 +82,10 @@ def load_data(cfg: DataConfig) -> DataBundle:
         if s is not None and s.images is not None:
             s = Split(labels=s.labels, ids=s.ids, images=_resize(_convert_channels(s.images, channels), size))
         splits[name] = s
+    test_fraction = cfg.test_fraction if cfg.test_fraction is not None else b.default_test_fraction
+    if splits["test"] is None and test_fraction > 0:  # no official test split (Caltech101): hold one out, stratified
+        tr, te = stratified_split(splits["train"].labels, test_fraction, cfg.split_seed)
+        splits["test"], splits["train"] = splits["train"].subset(te), splits["train"].subset(tr)
     if splits["val"] is None and cfg.val_fraction > 0:
         tr, va = stratified_split(splits["train"].labels, cfg.val_fraction, cfg.split_seed)
         splits["val"], splits["train"] = splits["train"].subset(va), splits["train"].subset(tr)

@@ -16,7 +16,7 @@ import torch
 
 from imgcls.data.bundle import DataBundle, Split
 from imgcls.data.cache import decode_images
-from imgcls.data.image_io import is_image_file, open_image
+from imgcls.data.image_io import is_image_file, open_image, to_mode
 from imgcls.errors import ImgclsError
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -48,9 +48,26 @@ def data_root(root: str | os.PathLike | None) -> Path:
 
 
 def get_source(name: str) -> Callable[..., DataBundle]:
-    if name not in _SOURCES:
-        raise ImgclsError(f"unknown data set {name!r}; available: {', '.join(list_sources())}")
-    return _SOURCES[name]
+    """A registered source, else a torchvision data set class of that name (any case): FashionMNIST, SVHN, STL10, ..."""
+    if name in _SOURCES:
+        return _SOURCES[name]
+    tv = _torchvision_dataset_class(name)
+    if tv is None:
+        raise ImgclsError(f"unknown data set {name!r}; available: {', '.join(list_sources())}, or the name of a "
+                          f"torchvision.datasets class (FashionMNIST, KMNIST, SVHN, STL10, ...)")
+    return lambda root, **kw: torchvision_dataset(tv, root, **kw)
+
+
+def _torchvision_dataset_class(name: str):
+    import torchvision.datasets as tvd
+
+    from torch.utils.data import Dataset
+
+    for attr in dir(tvd):
+        cls = getattr(tvd, attr)
+        if attr.lower() == name.lower() and isinstance(cls, type) and issubclass(cls, Dataset):
+            return cls
+    return None
 
 
 # ---------------------------------------------------------------- image folders
@@ -120,8 +137,23 @@ def load_image_folders(
             _, p, lab = scan_split(split_dirs[split], classes)
             if p:
                 scanned[split] = (p, lab)
-    common, largest = _probe_size(paths, channels)
-    small = largest <= small_max and (image_size is None or image_size <= small_max)
+    return bundle_from_files(name, classes, scanned, channels=channels, image_size=image_size, small_max=small_max,
+                             cache_dir=cache_dir, mean=mean, std=std, workers=workers)
+
+
+def bundle_from_files(
+    name: str, classes: list[str], scanned: dict[str, tuple[list[str], list[int]]], *, channels: int,
+    image_size: int | None, small_max: int, cache_dir: str | None, mean: list[float], std: list[float], workers: int = 2,
+    **extra,
+) -> DataBundle:
+    """A bundle from {split: (files, labels)}: decoded into memory when the model sees at most `small_max` pixels a side.
+
+    Small native images keep their size; larger ones asked for at a small `image_size` are resized
+    to it once (a 300-pixel photo trained at 64x64 costs a decode per run, not per epoch); otherwise
+    the files stay on disk for RandomResizedCrop / resize-and-center-crop loaders.
+    """
+    common, largest = _probe_size(scanned["train"][0], channels)
+    small = image_size <= small_max if image_size else largest <= small_max
     notes: list[str] = []
     splits: dict[str, Split] = {}
     if small:
@@ -139,7 +171,7 @@ def load_image_folders(
         for split, (p, lab) in scanned.items():
             splits[split] = Split(labels=torch.tensor(lab, dtype=torch.long), ids=p)
     return DataBundle(name=name, classes=classes, channels=channels, image_size=size, mean=mean, std=std,
-                      resize=resize, notes=notes, **splits)
+                      resize=resize, notes=notes, **splits, **extra)
 
 
 def find_split_dirs(root: Path) -> dict[str, Path]:
@@ -219,3 +251,85 @@ def mnist(root: Path, *, channels: int | None, image_size: int | None, small_max
     classes = [str(i) for i in range(10)]
     return DataBundle(name="mnist", classes=classes, channels=1, image_size=(28, 28), mean=MNIST_MEAN, std=MNIST_STD,
                       flip_ok=False, **splits)
+
+
+@register_source("caltech101")
+def caltech101(root: Path, *, channels: int | None, image_size: int | None, small_max: int, cache_dir: str | None,
+               workers: int, download: bool) -> DataBundle:
+    """Caltech101 from ROOT/101_ObjectCategories (see `Caltech101`); no official split: 20% is held out as test."""
+    from imgcls.data.caltech101 import Caltech101
+
+    ds = Caltech101(root, download=download)
+    return bundle_from_files("caltech101", ds.classes, {"train": (ds.samples, ds.targets)}, channels=channels or 3,
+                             image_size=image_size, small_max=small_max, cache_dir=cache_dir, mean=IMAGENET_MEAN,
+                             std=IMAGENET_STD, workers=workers, default_test_fraction=0.2)
+
+
+def _make_torchvision_split(cls, root: Path, split: str, download: bool):
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    kw: dict = {"download": download} if "download" in params else {}
+    if "train" in params:
+        kw["train"] = split == "train"
+    elif "split" in params:
+        kw["split"] = split
+    elif split != "train":
+        return None  # a data set with one split only: test is held out by data.test_fraction
+    return cls(str(root), **kw)
+
+
+def torchvision_dataset(cls, root: Path, *, channels: int | None, image_size: int | None, small_max: int,
+                        cache_dir: str | None, workers: int, download: bool) -> DataBundle:
+    """Any torchvision classification data set, in torchvision's layout under `root`, decoded into memory.
+
+    Downloaded when missing and `download` is on; offline, the error names the folder torchvision
+    expects. Images are resized to `data.image_size` when given (needed when sizes vary).
+    """
+    import numpy as np
+
+    name = cls.__name__
+    sets = {}
+    for split in ("train", "test"):
+        try:
+            try:
+                ds = _make_torchvision_split(cls, root, split, download=False)
+            except (RuntimeError, OSError, FileNotFoundError):
+                if not download:
+                    raise
+                ds = _make_torchvision_split(cls, root, split, download=True)
+        except Exception as e:
+            raise _offline_error(name, root, f"Put the files of torchvision.datasets.{name} where it looks for them "
+                                 f"(under {root}/, usually {root}/{name}/; see its documentation), or run online with "
+                                 f"data.download=true", e) from None
+        if ds is not None:
+            sets[split] = ds
+    if not sets:
+        raise ImgclsError(f"torchvision.datasets.{name} gave no data under {root}")
+    c = channels or (1 if _first_mode(sets["train"]) in ("L", "1", "I", "I;16") else 3)
+    out = {}
+    for split, ds in sets.items():
+        images, labels = [], []
+        for img, label in ds:
+            img = to_mode(img, c) if hasattr(img, "mode") else img
+            if image_size:
+                img = img.resize((image_size, image_size))
+            images.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).reshape(img.height, img.width, c).copy()))
+            labels.append(int(label))
+        sizes = {tuple(t.shape) for t in images}
+        if len(sizes) > 1:
+            raise ImgclsError(f"torchvision.datasets.{name} has images of several sizes; set data.image_size=SIDE")
+        out[split] = Split(labels=torch.tensor(labels, dtype=torch.long), ids=[f"{name}:{split}:{i}" for i in range(len(labels))],
+                           images=torch.stack(images).permute(0, 3, 1, 2).contiguous())
+    first = out["train"].images
+    classes = list(getattr(sets["train"], "classes", None) or [str(i) for i in range(int(out["train"].labels.max()) + 1)])
+    sample = first[:10000].float() / 255  # this data set's own statistics, from (part of) its train split
+    mean, std = sample.mean((0, 2, 3)).tolist(), sample.std((0, 2, 3)).tolist()
+    return DataBundle(name=name.lower(), classes=classes, channels=c, image_size=tuple(first.shape[-2:]), mean=mean,
+                      std=std, flip_ok=not name.lower().endswith("mnist"), default_test_fraction=0.0 if "test" in out else 0.2,
+                      **out)
+
+
+def _first_mode(ds) -> str:
+    img = ds[0][0]
+    return getattr(img, "mode", "RGB")

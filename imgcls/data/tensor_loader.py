@@ -63,8 +63,10 @@ class TensorLoader:
         seed: int = 0,
         device: str | torch.device = "cpu",
         channels_last: bool = False,
+        sample_weights: torch.Tensor | None = None,  # (N,) draw probabilities: sample with replacement instead of shuffling
     ):
         self.images = images.to(device)
+        self.sample_weights = sample_weights.double() if sample_weights is not None else None
         self.labels = labels.to(device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.flip, self.crop_pad, self.seed, self.epoch = flip, crop_pad, seed, 0
@@ -93,7 +95,10 @@ class TensorLoader:
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         n = len(self.labels)
-        order = torch.randperm(n, generator=g).to(self.labels.device) if self.shuffle else None
+        if self.sample_weights is not None:  # balanced sampling: n draws with replacement, rare classes more often
+            order = torch.multinomial(self.sample_weights, n, replacement=True, generator=g).to(self.labels.device)
+        else:
+            order = torch.randperm(n, generator=g).to(self.labels.device) if self.shuffle else None
         for i in range(len(self)):
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
             idx = order[sl] if order is not None else None

@@ -15,8 +15,7 @@ from imgcls.errors import ImgclsError
 from imgcls.evaluate.metrics import compute_metrics, write_metrics, write_per_class_csv
 from imgcls.evaluate.plots import plot_confusion_matrix
 from imgcls.modelfile import load_model
-from imgcls.models import create_model
-from imgcls.models.pretrained import load_pretrained
+from imgcls.models.build import build_model, fill_data_defaults
 from imgcls.device import select_device, set_threads
 from imgcls.evaluate.infer import predict_logits
 from imgcls.run_dir import new_run_dir
@@ -97,14 +96,13 @@ def _evaluate_pretrained(model: ModelConfig | dict | str | None, *, data, split:
                           "normalization the weights were trained with)")
     set_threads(threads)
     dev = select_device(device)
-    cfg = coerce(DataConfig, data, "data")
+    cfg, _ = fill_data_defaults(coerce(DataConfig, data, "data"), mcfg)
     bundle = load_data(dataclasses.replace(cfg, val_fraction=cfg.val_fraction if split == "val" else 0.0))
-    h, w = bundle.image_size
-    net = create_model(mcfg.name, num_classes=len(bundle.classes), in_chans=bundle.channels,
-                       img_size=h if h == w else [h, w], **mcfg.args)
-    report = load_pretrained(net, mcfg.pretrained)
+    net, _, report = build_model(mcfg, num_classes=len(bundle.classes), in_chans=bundle.channels,
+                                 image_size=bundle.image_size)
     out = Path(out_dir) if out_dir else new_run_dir(project, f"eval-{mcfg.name}")
     metrics = evaluate_model(net.to(dev), bundle, split, out, device=dev, batch_size=batch_size, workers=cfg.workers,
                              tta=tta)
-    metrics["out_dir"], metrics["pretrained"] = str(out), report.summary()
+    metrics["out_dir"] = str(out)
+    metrics["pretrained"] = report.summary() if report else f"{mcfg.name} {mcfg.args.get('arch', '')}: library weights"
     return metrics

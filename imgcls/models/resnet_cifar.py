@@ -41,6 +41,8 @@ class BasicBlock(nn.Module):
 
 
 class ResNetCifar(nn.Module):
+    head_name = "linear"  # the classifier's attribute (the reference implementation's name, kept for its weights)
+
     def __init__(self, *, depth: int, num_classes: int, in_chans: int, width: int):
         super().__init__()
         if (depth - 2) % 6:

@@ -52,11 +52,26 @@ class Budget:
         return self.seconds is not None and self.elapsed() >= self.seconds
 
 
+def freeze_norm_statistics(model: nn.Module) -> None:
+    """Batch-norm layers whose parameters are all frozen keep their running statistics (eval mode).
+
+    A frozen backbone (feature extraction, or the head-only epochs of fine-tuning) then computes
+    exactly the features it was trained to; norm layers without parameters are left alone.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase):
+            params = list(m.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
+            elif model.training:
+                m.train()
+
+
 def train_one_epoch(
     model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, sched: SchedConfig,
     step: int, total_steps: int, budget: Budget, device: torch.device, amp_dtype, scaler,
     label_smoothing: float = 0.0, ema: nn.Module | None = None, limit_batches: int | None = None,
-    desc: str = "train", show_progress: bool = True,
+    desc: str = "train", show_progress: bool = True, class_weights: torch.Tensor | None = None,
 ) -> dict:
     """One pass over `loader`; returns loss, accuracy, images seen, steps done and the last lr."""
     model.train()
@@ -72,9 +87,11 @@ def train_one_epoch(
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         clock.tick("data")  # fetching, augmenting and normalizing the batch
         lr = apply_schedule(optimizer, budget.progress(step, total_steps), sched)
+        if i == 0:  # after the schedule has (un)frozen layers for this epoch
+            freeze_norm_statistics(model)
         with autocast(device, amp_dtype):
             out = model(x)
-            loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
+            loss = F.cross_entropy(out, y, weight=class_weights, label_smoothing=label_smoothing)
         clock.tick("forward")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -148,6 +165,7 @@ def fit(
     save_model: Callable[[nn.Module, str, dict], None], label_smoothing: float = 0.0, ema: nn.Module | None = None,
     patience: int = 0, budget: Budget | None = None, limit_batches: int | None = None,
     show_progress: bool = True, resume: bool = False, small_crop: tuple[int, float] | None = None,
+    class_weights: torch.Tensor | None = None,
 ) -> FitResult:
     """Train for `epochs` (or until the time budget or early stopping), validating after each epoch.
 
@@ -184,7 +202,8 @@ def fit(
         tr = train_one_epoch(model, train_loader, optimizer, sched=sched, step=step,
                              total_steps=total_steps, budget=budget, device=device, amp_dtype=amp_dtype, scaler=scaler,
                              label_smoothing=label_smoothing, ema=ema, limit_batches=limit_batches,
-                             desc=f"epoch {epoch + 1}/{epochs}", show_progress=show_progress)
+                             desc=f"epoch {epoch + 1}/{epochs}", show_progress=show_progress,
+                             class_weights=class_weights)
         step, images_seen = tr["step"], images_seen + tr["images"]
         for k, v in tr["phases"].items():
             phases[k] = phases.get(k, 0.0) + v

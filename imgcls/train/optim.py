@@ -23,10 +23,25 @@ SCHEDULES = ("cosine", "onecycle", "linear", "step", "constant")
 OPTIMIZERS = ("sgd", "adamw", "muon")
 
 
-def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
-    """Parameter groups with their peak lr (`base_lr`), weight decay and optional `stop_at`."""
+def layer_scales(model: nn.Module, lr_mult: float) -> dict[str, tuple[int, float, bool]]:
+    """Parameter name -> (layer group, lr scale, is head): lr / lr_mult for the first group, lr for the head."""
+    from imgcls.models.build import layer_groups
+
+    groups = layer_groups(model)
+    last = len(groups) - 1
+    return {n: (i, lr_mult ** (-(last - i) / last) if last else 1.0, i == last)
+            for i, names in enumerate(groups) for n in names}
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig, freeze_until: float = 0.0) -> list[dict]:
+    """Parameter groups with their peak lr (`base_lr`), weight decay and optional `stop_at`/`start_at`.
+
+    `freeze_until` > 0: everything but the head starts training only at that share of training
+    (fastai's fine-tuning: head-only epochs first); `cfg.lr_mult` > 1 spreads the lrs over the layers.
+    """
     use_muon = cfg.name == "muon"
     groups: dict[str, dict] = {}
+    layers = layer_scales(model, cfg.lr_mult) if cfg.lr_mult > 1 or freeze_until > 0 else {}
 
     def add(key: str, p: torch.Tensor, **opts) -> None:
         groups.setdefault(key, {"params": [], **opts})["params"].append(p)
@@ -45,16 +60,27 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
                 wd = wd / lr  # the SGD step shrinks weights by lr * wd = weight_decay, whatever the lr
             opts = {"base_lr": lr, "weight_decay": wd, **({"muon": False} if use_muon else {})}
         key = f"{'muon' if opts.get('muon') else 'norm' if one_d else 'weight'}" + (f"@{stop}" if stop is not None else "")
+        if name in layers:
+            layer, scale, is_head = layers[name]
+            opts["base_lr"] *= scale
+            if freeze_until > 0 and not is_head:
+                opts["start_at"] = freeze_until
+            key += f"/layer{layer}"
         add(key, p, **opts, **({"stop_at": stop} if stop is not None else {}))
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, freeze_until: float = 0.0) -> torch.optim.Optimizer:
     if cfg.name not in OPTIMIZERS:
         raise ImgclsError(f"unknown optimizer {cfg.name!r}; available: {', '.join(OPTIMIZERS)}")
-    groups = param_groups(model, cfg)
+    groups = param_groups(model, cfg, freeze_until)
+    if not groups:
+        raise ImgclsError("no trainable parameters (is the whole model frozen?)")
     for g in groups:
         g["lr"] = g["base_lr"]
+        if g.get("start_at"):  # not trained yet: no gradients computed for it either
+            for q in g["params"]:
+                q.requires_grad_(False)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     if cfg.name == "adamw":
@@ -94,6 +120,13 @@ def apply_schedule(optimizer: torch.optim.Optimizer, p: float, sched: SchedConfi
     factor = lr_factor(p, sched)
     for g in optimizer.param_groups:
         lr = g.get("base_lr", g["lr"]) * factor
+        start = g.get("start_at")
+        if start:
+            if p < start:
+                lr = 0.0
+            elif not g["params"][0].requires_grad:  # unfreeze: from now on these layers train too
+                for q in g["params"]:
+                    q.requires_grad_(True)
         stop = g.get("stop_at")
         if stop is not None:
             lr *= max(0.0, 1 - p / stop) if stop > 0 else 0.0
@@ -102,5 +135,5 @@ def apply_schedule(optimizer: torch.optim.Optimizer, p: float, sched: SchedConfi
                     q.requires_grad_(False)
                     q.grad = None
         g["lr"] = lr
-    main = [g for g in optimizer.param_groups if g.get("stop_at") is None] or optimizer.param_groups
+    main = [g for g in optimizer.param_groups if g.get("stop_at") is None and not g.get("start_at")] or optimizer.param_groups
     return main[0]["lr"]

@@ -17,14 +17,13 @@ import yaml
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from imgcls.config import (AugConfig, DataConfig, ModelConfig, OptimConfig, SchedConfig, TrainerConfig, coerce,
-                           model_config)
+from imgcls.config import (AugConfig, DataConfig, LossConfig, ModelConfig, OptimConfig, SchedConfig, TrainerConfig,
+                           coerce, model_config)
 from imgcls.data import DataBundle, data_root, load_data, make_loader, write_split_lists
 from imgcls.errors import ImgclsError
 from imgcls.evaluate import evaluate_model, plot_learning_curves
 from imgcls.modelfile import ModelMeta, Preprocess, load_weights, save_model
-from imgcls.models import create_model, model_accepts
-from imgcls.models.pretrained import load_pretrained
+from imgcls.models.build import build_model as build_net, fill_data_defaults
 from imgcls.device import amp_dtype as pick_amp_dtype
 from imgcls.device import autocast, grad_scaler, select_device, set_threads
 from imgcls.evaluate.tta import tta_logits
@@ -50,13 +49,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: ModelConfig, bundle: DataBundle) -> tuple[nn.Module, dict[str, Any]]:
-    """The model for `bundle` and the builder arguments that rebuild it."""
-    args = {**cfg.args, "num_classes": len(bundle.classes), "in_chans": bundle.channels}
-    if model_accepts(cfg.name, "img_size"):
-        h, w = bundle.image_size
-        args["img_size"] = h if h == w else [h, w]
-    return create_model(cfg.name, **args), args
+def build_model(cfg: ModelConfig, bundle: DataBundle):
+    """The model for `bundle`, the builder arguments that rebuild it and the pretrained-weights report."""
+    return build_net(cfg, num_classes=len(bundle.classes), in_chans=bundle.channels, image_size=bundle.image_size)
+
+
+def class_weights_of(cfg: LossConfig, bundle: DataBundle) -> torch.Tensor | None:
+    """The cross-entropy's per-class weights: None, scikit-learn's "balanced" rule on the train split, or a list."""
+    w = cfg.class_weights
+    if w is None:
+        return None
+    k = len(bundle.classes)
+    if w == "balanced":
+        counts = torch.bincount(bundle.train.labels.cpu(), minlength=k).double()
+        return (counts.sum() / (k * counts.clamp(min=1))).float()
+    if len(w) != k:
+        raise ImgclsError(f"loss.class_weights has {len(w)} values but the data set has {k} classes")
+    return torch.tensor(w, dtype=torch.float32)
 
 
 def preprocess_of(bundle: DataBundle) -> Preprocess:
@@ -82,7 +91,7 @@ def saved_config(run_dir: Path, current: TrainerConfig) -> tuple:
     trainer = {**c["trainer"], **{k: getattr(current, k) for k in RUNTIME_KEYS}}
     return (coerce(DataConfig, c["data"], "data"), model_config(c["model"]), coerce(OptimConfig, c["optim"], "optim"),
             coerce(SchedConfig, c["sched"], "sched"), coerce(AugConfig, c["aug"], "aug"),
-            coerce(TrainerConfig, trainer, "trainer"))
+            coerce(LossConfig, c.get("loss"), "loss"), coerce(TrainerConfig, trainer, "trainer"))
 
 
 def process_age() -> float:
@@ -134,7 +143,8 @@ def estimate_eval_seconds(net: nn.Module, bundle: DataBundle, split: str, tcfg: 
 
 def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | dict | str | None = None,
           optim: OptimConfig | dict | None = None, sched: SchedConfig | dict | None = None,
-          aug: AugConfig | dict | None = None, trainer: TrainerConfig | dict | None = None) -> TrainResult:
+          aug: AugConfig | dict | None = None, loss: LossConfig | dict | None = None,
+          trainer: TrainerConfig | dict | None = None) -> TrainResult:
     """Train a model; every group takes a config dataclass, a dict of overrides or (data, model) a name.
 
     Example: `imgcls.train(data={"name": "mnist"}, model="mlp", trainer={"epochs": 1})`.
@@ -144,34 +154,40 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     dcfg, mcfg = coerce(DataConfig, data, "data"), model_config(model)
     ocfg, scfg = coerce(OptimConfig, optim, "optim"), coerce(SchedConfig, sched, "sched")
     acfg, tcfg = coerce(AugConfig, aug, "aug"), coerce(TrainerConfig, trainer, "trainer")
+    lcfg = coerce(LossConfig, loss, "loss")
     run_dir = None
     if tcfg.resume:  # a resumed run continues with the configuration it was started with
         run_dir = resume_dir(tcfg.project, tcfg.name or f"{dcfg.name}-{mcfg.name}", tcfg.resume)
-        dcfg, mcfg, ocfg, scfg, acfg, tcfg = saved_config(run_dir, tcfg)
+        dcfg, mcfg, ocfg, scfg, acfg, lcfg, tcfg = saved_config(run_dir, tcfg)
         print(f"resuming {run_dir} with its saved configuration (config.yaml)")
     set_threads(tcfg.threads)
     device = select_device(tcfg.device)
     seed_everything(tcfg.seed)
+    dcfg, implied = fill_data_defaults(dcfg, mcfg)  # size/normalization the pretrained weights expect
+    if implied:
+        print(f"from the pretrained weights: {', '.join(f'data.{k}={v}' for k, v in implied.items())}")
     bundle = load_data(dcfg)
     for note in bundle.notes[:20]:
         print(f"note: {note}")
-    net, arch_args = build_model(mcfg, bundle)  # after seeding: the initial weights depend on the seed only
+    # After seeding: the initial weights depend on the seed only. A resumed run restores its own weights.
+    net, arch_args, report = build_model(dataclasses.replace(mcfg, pretrained=None) if tcfg.resume else mcfg, bundle)
+    if report is not None:
+        print(report.summary())
     net.to(device)
     channels_last = tcfg.channels_last if tcfg.channels_last is not None else device.type == "cuda"
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
 
-    if mcfg.pretrained and not tcfg.resume:  # a resumed run restores its own weights instead
-        print(load_pretrained(net, mcfg.pretrained).summary())
-    elif hasattr(net, "init_from_data") and not tcfg.resume:  # e.g. patch whitening (resume restores it)
+    if not mcfg.pretrained and hasattr(net, "init_from_data") and not tcfg.resume:  # e.g. patch whitening (resume restores it)
         net.init_from_data(first_images(bundle, tcfg.init_images, device))
 
     # The data root is recorded resolved, so `imgcls evaluate ckpt=...` finds the data from anywhere.
     data_record = {**dataclasses.asdict(dcfg), "root": str(data_root(dcfg.root).resolve())}
-    model_record = {"name": mcfg.name, **mcfg.args, **({"pretrained": mcfg.pretrained} if mcfg.pretrained else {})}
+    model_record = {"name": mcfg.name, **mcfg.args, **({"pretrained": mcfg.pretrained} if mcfg.pretrained else {}),
+                    **({"freeze": mcfg.freeze} if mcfg.freeze else {})}
     config = {"data": data_record, "model": model_record,
               "optim": dataclasses.asdict(ocfg), "sched": dataclasses.asdict(scfg), "aug": dataclasses.asdict(acfg),
-              "trainer": dataclasses.asdict(tcfg)}
+              "loss": dataclasses.asdict(lcfg), "trainer": dataclasses.asdict(tcfg)}
     if run_dir is None:
         run_dir = new_run_dir(tcfg.project, tcfg.name or f"{bundle.name}-{mcfg.name}")
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -179,10 +195,10 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
 
     loader_args = dict(device=device, channels_last=channels_last, workers=dcfg.workers)
     train_loader = make_loader(bundle, bundle.train, train=True, batch_size=tcfg.batch_size, aug=acfg,
-                               seed=tcfg.seed, **loader_args)
+                               seed=tcfg.seed, balanced=dcfg.sampler == "balanced", **loader_args)
     val_loader = make_loader(bundle, bundle.val, train=False, batch_size=tcfg.eval_batch_size, **loader_args) \
         if bundle.val is not None and len(bundle.val) else None
-    optimizer = build_optimizer(net, ocfg)
+    optimizer = build_optimizer(net, ocfg, freeze_until=tcfg.freeze_epochs / tcfg.epochs)
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(tcfg.ema_decay), use_buffers=True) \
         if tcfg.ema_decay > 0 else None
     dtype = pick_amp_dtype(device, tcfg.amp)
@@ -208,13 +224,17 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     print(f"training {mcfg.name} on {bundle.name} ({len(bundle.train)} train, "
           f"{len(bundle.val) if bundle.val is not None else 0} val images, {len(bundle.classes)} classes) "
           f"on {device} in {run_dir}")
+    weights = class_weights_of(lcfg, bundle)
+    if weights is not None:
+        weights = weights.to(device)
     t_fit = time.perf_counter()
     result = fit(train_net, train_loader, val_loader, optimizer, run_dir=run_dir, epochs=tcfg.epochs,
                  sched=scfg, device=device, amp_dtype=dtype, scaler=scaler, save_model=save,
                  label_smoothing=tcfg.label_smoothing, ema=ema, patience=tcfg.patience,
                  budget=budget, limit_batches=tcfg.limit_batches,
                  show_progress=tcfg.progress, resume=bool(tcfg.resume),
-                 small_crop=(acfg.small_crop, acfg.small_crop_until) if acfg.small_crop else None)
+                 small_crop=(acfg.small_crop, acfg.small_crop_until) if acfg.small_crop else None,
+                 class_weights=weights)
     if not result.history:
         raise ImgclsError(f"no epoch was trained in {run_dir} (the time budget is too small for one epoch)")
     plot_learning_curves(run_dir / "results.csv", run_dir / "learning_curves.png")

@@ -149,7 +149,7 @@ def test_limit(image_folder):
 
 def test_large_images_use_the_file_path(image_folder):
     root = image_folder(size=80, n_train=4, n_test=2)
-    b = load_data(folder_cfg(root, val_fraction=0, image_size=32, small_max=64))
+    b = load_data(folder_cfg(root, val_fraction=0, image_size=32, small_max=24))
     assert not b.in_memory and b.train.images is None and b.test.images is None
     assert b.image_size == (32, 32) and b.resize == round(32 / 0.875)
     assert len(b.train.ids) == 12 and all(Path(p).is_file() for p in b.train.ids)

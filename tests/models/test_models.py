@@ -9,6 +9,7 @@ from torch import nn
 import imgcls.models.registry as registry
 from imgcls.errors import ImgclsError
 from imgcls.models import create_model, list_models, model_accepts, register_model
+from imgcls.models.build import freeze_backbone, head_parameter_names
 
 NUM_CLASSES = 5
 BATCH = 3
@@ -23,7 +24,8 @@ def build(name: str, in_chans: int, size: int) -> nn.Module:
 def test_registry_lists_the_builtin_models():
     names = list_models()
     assert names == sorted(names)
-    assert {"mlp", "simple_cnn", "resnet_cifar20", "resnet_cifar32", "resnet_cifar44", "resnet_cifar56"} <= set(names)
+    assert {"mlp", "simple_cnn", "lenet5", "alexnet_small", "vgg", "resnet_cifar20", "resnet_cifar32", "resnet_cifar44",
+            "resnet_cifar56", "mobilenet_v1", "mobilenet_v2", "fastnet", "timm", "torchvision"} <= set(names)
     assert list_models("resnet_cifar*") == ["resnet_cifar20", "resnet_cifar32", "resnet_cifar44", "resnet_cifar56"]
 
 
@@ -55,6 +57,33 @@ def test_forward_backward(name, in_chans, size):
         pre = model.forward_head(feats, pre_logits=True)
     assert pre.shape == (BATCH, model.num_features)
     assert torch.isfinite(pre).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_can_be_frozen_to_its_head(name):
+    """model.freeze=backbone finds each model's classifier: only it stays trainable."""
+    model = build(name, 3, 32)
+    head = head_parameter_names(model)
+    frozen = freeze_backbone(model)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == head and frozen and not (set(frozen) & head)
+    assert all(p.shape[0] == NUM_CLASSES for n, p in model.named_parameters() if n in head)
+
+
+@pytest.mark.parametrize("name, args, params", [
+    ("lenet5", {}, 61_706), ("mobilenet_v2", {"width": 0.25, "last_channels": 320}, 162_602),
+    ("mobilenet_v1", {"width": 0.25}, 215_642), ("vgg", {"depth": 11}, 9_228_362), ("resnet_cifar56", {}, 853_018)])
+def test_parameter_counts(name, args, params):
+    """The sizes docs/models.md quotes (10 classes, RGB; LeNet-5 gray)."""
+    model = create_model(name, num_classes=10, in_chans=1 if name == "lenet5" else 3, **args)
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
+def test_width_multiplier_shrinks_mobilenets():
+    sizes = [sum(p.numel() for p in create_model("mobilenet_v2", num_classes=10, width=w).parameters()) for w in (0.25, 0.5, 1.0)]
+    assert sizes == sorted(sizes) and sizes[2] > 5 * sizes[0]
+    with pytest.raises(ImgclsError, match="depth=12"):
+        create_model("vgg", num_classes=10, depth=12)
 
 
 def test_mlp_input_size_follows_img_size():

@@ -1,0 +1,149 @@
+"""Any timm or torchvision classifier as an imgcls model: two registry entries, not a thousand.
+
+    imgcls train model=timm model.name=resnet18 model.pretrained=true data=folder data.root=DIR
+    imgcls train model=torchvision model.name=mobilenet_v3_small model.pretrained=weights.pth ...
+    create_model("timm", arch="resnet18", num_classes=12, in_chans=1)
+
+The head is made for `num_classes` and the stem for `in_chans`. `pretrained=True` downloads the
+library's default weights (timm: its default tag; torchvision: `weights="DEFAULT"`); without a
+network the error names the file to fetch and `model.pretrained=FILE` to use it. A local file goes
+through `imgcls.models.pretrained.load_pretrained` like for every other model (the adapters build
+the bare architecture). `pretrained_data_config` gives the input size and normalization the
+weights were trained with, which a run uses unless the data config sets its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from imgcls.errors import ImgclsError
+from imgcls.models.registry import register_model
+
+
+def _offline(what: str, source: str, err: Exception) -> ImgclsError:
+    return ImgclsError(f"could not download the pretrained weights of {what} ({type(err).__name__}: {str(err)[:120]}). "
+                       f"Offline, download {source} on a machine with network access and pass the file: "
+                       f"model.pretrained=/path/to/that/file")
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:  # pragma: no cover - timm is a dependency
+        raise ImgclsError("model=timm needs the timm package: pip install timm") from None
+    return timm
+
+
+@register_model
+def timm(*, num_classes: int, in_chans: int = 3, arch: str = "resnet18", download: bool = False,
+         drop_rate: float = 0.0) -> nn.Module:
+    """A timm model by name (`timm.list_models()`); `download=True` fetches its pretrained weights."""
+    lib = _timm()
+    if not lib.is_model(arch):
+        close = lib.list_models(f"*{arch}*")[:8]
+        raise ImgclsError(f"timm has no model {arch!r}" + (f"; similar: {', '.join(close)}" if close else ""))
+    try:
+        return lib.create_model(arch, pretrained=download, num_classes=num_classes, in_chans=in_chans,
+                                drop_rate=drop_rate)
+    except (OSError, RuntimeError, ValueError) as e:
+        if not download:
+            raise
+        cfg = lib.get_pretrained_cfg(arch)
+        where = f"https://huggingface.co/{cfg.hf_hub_id} (model.safetensors)" if cfg and cfg.hf_hub_id else (cfg.url if cfg else arch)
+        raise _offline(f"timm {arch}", where, e) from None
+
+
+class TorchvisionNet(nn.Module):
+    """A torchvision classifier split into `body` (everything up to the last linear layer) and `head`.
+
+    Keys are `body.<torchvision key>`; `load_pretrained` adds the prefix to a torchvision weights file.
+    """
+
+    def __init__(self, body: nn.Module, head_path: str, num_features: int, num_classes: int):
+        super().__init__()
+        self.body = body
+        self.num_features = num_features
+        self.head = nn.Linear(num_features, num_classes)
+        self.head_path = head_path  # where torchvision keeps the head, e.g. "fc" or "classifier.3"
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)  # (B, num_features): torchvision models pool inside
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ImgclsError(f"{type(model).__name__} has no linear classifier layer to replace")
+    return linears[-1]
+
+
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
+    return next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+
+
+def _set_module(root: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, new)
+
+
+@register_model
+def torchvision(*, num_classes: int, in_chans: int = 3, arch: str = "mobilenet_v3_small",
+                download: bool = False) -> TorchvisionNet:
+    """A torchvision classifier by name (`torchvision.models.list_models()`); `download=True` fetches weights."""
+    import torchvision.models as tvm
+
+    if arch not in tvm.list_models(module=tvm):
+        close = [m for m in tvm.list_models(module=tvm) if arch.split("_")[0] in m][:8]
+        raise ImgclsError(f"torchvision has no classification model {arch!r}" + (f"; similar: {', '.join(close)}" if close else ""))
+    weights = tvm.get_model_weights(arch).DEFAULT if download else None
+    try:
+        body = tvm.get_model(arch, weights=weights)
+    except (OSError, RuntimeError, ValueError) as e:
+        if not download:
+            raise
+        raise _offline(f"torchvision {arch}", weights.url, e) from None
+    head_path, head = _last_linear(body)
+    _set_module(body, head_path, nn.Identity())
+    if in_chans != 3:
+        name, conv = _first_conv(body)
+        new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                        conv.groups, conv.bias is not None)
+        if download:
+            from timm.models import adapt_input_conv
+
+            with torch.no_grad():
+                new.weight.copy_(adapt_input_conv(in_chans, conv.weight))
+                if conv.bias is not None:
+                    new.bias.copy_(conv.bias)
+        _set_module(body, name, new)
+    return TorchvisionNet(body, head_path, head.in_features, num_classes)
+
+
+ADAPTERS = ("timm", "torchvision")
+
+
+def pretrained_data_config(adapter: str, arch: str) -> dict[str, Any] | None:
+    """Input side, mean and std the default pretrained weights of `arch` were trained with (None if unknown)."""
+    if adapter == "timm":
+        cfg = _timm().get_pretrained_cfg(arch)
+        if cfg is None:
+            return None
+        return {"image_size": int(cfg.input_size[-1]), "mean": list(cfg.mean), "std": list(cfg.std)}
+    if adapter == "torchvision":
+        import torchvision.models as tvm
+
+        try:
+            t = tvm.get_model_weights(arch).DEFAULT.transforms()
+        except (ValueError, KeyError):
+            return None
+        return {"image_size": int(t.crop_size[0]), "mean": list(t.mean), "std": list(t.std)}
+    return None

@@ -1,0 +1,115 @@
+"""timm and torchvision adapters: local weights load exactly, heads and stems are adapted, offline errors are clear."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from imgcls.config import ModelConfig, model_config
+from imgcls.errors import ImgclsError
+from imgcls.models import create_model, list_models
+from imgcls.models.build import build_model, fill_data_defaults
+from imgcls.config import DataConfig
+
+timm = pytest.importorskip("timm")
+
+
+def test_adapters_are_two_registry_entries_not_a_thousand():
+    names = list_models()
+    assert "timm" in names and "torchvision" in names
+    assert not any(n.startswith("resnet18") or n == "mobilenet_v3_small" for n in names)
+
+
+def test_cli_style_config_names_the_library_model():
+    cfg = model_config({"adapter": "timm", "name": "resnet18", "pretrained": "w.pth", "freeze": "backbone"})
+    assert cfg == ModelConfig(name="timm", args={"arch": "resnet18"}, pretrained="w.pth", freeze="backbone")
+    assert model_config({"name": "timm", "arch": "resnet18"}).args == {"arch": "resnet18"}  # a saved config round-trips
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_timm_model_from_a_local_file_has_exactly_its_weights(tmp_path, suffix):
+    torch.manual_seed(1)
+    src = timm.create_model("resnet10t", num_classes=1000)  # stands in for downloaded ImageNet weights
+    path = tmp_path / f"resnet10t{suffix}"
+    sd = {k: v.contiguous() for k, v in src.state_dict().items()}
+    torch.save(sd, path) if suffix == ".pth" else save_file(sd, str(path))
+
+    torch.manual_seed(2)
+    net, args, report = build_model(ModelConfig(name="timm", args={"arch": "resnet10t"}, pretrained=str(path)),
+                                    num_classes=7, in_chans=3)
+    assert args == {"arch": "resnet10t", "num_classes": 7, "in_chans": 3}
+    own = net.state_dict()
+    for k, v in sd.items():
+        if not k.startswith("fc."):
+            assert torch.equal(own[k], v), k
+    assert net.get_classifier().out_features == 7
+    assert sorted(report.mismatched) == ["fc.bias", "fc.weight"]  # the 1000-class head is replaced, not loaded
+    x = torch.randn(2, 3, 64, 64)
+    net.eval(), src.eval()
+    assert torch.allclose(net.forward_head(net.forward_features(x), pre_logits=True),
+                          src.forward_head(src.forward_features(x), pre_logits=True))
+
+
+def test_rgb_weights_into_a_grayscale_timm_model_sum_the_stem_filters(tmp_path):
+    src = timm.create_model("resnet10t", num_classes=10)
+    path = tmp_path / "w.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}}, path)
+    net, _, report = build_model(ModelConfig(name="timm", args={"arch": "resnet10t"}, pretrained=str(path)),
+                                 num_classes=10, in_chans=1)
+    stem = "conv1.0.weight"
+    assert report.adapted == [stem]
+    assert torch.allclose(net.state_dict()[stem], src.state_dict()[stem].sum(1, keepdim=True))
+
+
+def test_torchvision_weights_file_fits_the_adapter(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    src = torchvision.models.get_model("mobilenet_v3_small", num_classes=4)
+    path = tmp_path / "mobilenet_v3_small.pth"
+    torch.save(src.state_dict(), path)
+    net, _, report = build_model(ModelConfig(name="torchvision", args={"arch": "mobilenet_v3_small"}, pretrained=str(path)),
+                                 num_classes=4, in_chans=3)
+    assert not report.missing and not report.mismatched and not report.unexpected  # head mapped too: same size
+    src.eval(), net.eval()
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(net(x), src(x), atol=1e-6)
+    assert net.forward_head(net.forward_features(x), pre_logits=True).shape == (2, net.num_features)
+
+
+def test_download_failure_says_what_to_fetch(monkeypatch):
+    def offline(*a, pretrained=False, **k):
+        if pretrained:
+            raise OSError("We couldn't connect to 'https://huggingface.co'")
+        return timm.models.create_model(*a, **k)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(ImgclsError) as e:
+        build_model(ModelConfig(name="timm", args={"arch": "resnet18"}, pretrained="true"), num_classes=3, in_chans=3)
+    msg = str(e.value)
+    assert "huggingface.co/timm/resnet18" in msg and "model.pretrained=" in msg
+
+
+def test_pretrained_true_is_for_library_models_only():
+    with pytest.raises(ImgclsError, match="give a weights file"):
+        build_model(ModelConfig(name="simple_cnn", pretrained="true"), num_classes=3, in_chans=3)
+
+
+def test_unknown_library_model_suggests_names():
+    with pytest.raises(ImgclsError, match="resnet18"):
+        create_model("timm", arch="resnet18x", num_classes=3)
+    with pytest.raises(ImgclsError, match="no classification model"):
+        create_model("torchvision", arch="nonet", num_classes=3)
+
+
+def test_data_format_comes_from_the_pretrained_config():
+    m = ModelConfig(name="timm", args={"arch": "resnet18"}, pretrained="true")
+    d, implied = fill_data_defaults(DataConfig(name="folder"), m)
+    assert d.image_size == 224 and d.mean == pytest.approx([0.485, 0.456, 0.406]) and set(implied) == {"image_size", "mean", "std"}
+    d, implied = fill_data_defaults(DataConfig(name="folder", image_size=96), m)  # what the user set wins
+    assert d.image_size == 96 and "image_size" not in implied
+    d, _ = fill_data_defaults(DataConfig(name="folder"), ModelConfig(name="timm", args={"arch": "resnet18"}))
+    assert d.image_size is None and d.mean is None  # from scratch: the data set's own
+    m = ModelConfig(name="torchvision", args={"arch": "mobilenet_v3_small"}, pretrained="true")
+    assert fill_data_defaults(DataConfig(name="folder", channels=1), m)[0].mean == pytest.approx([0.449])
