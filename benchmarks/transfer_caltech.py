@@ -29,10 +29,12 @@ from benchmarks.cifar10_speed import cpu_name, run_seed, warm_cache  # noqa: E40
 OUT = ROOT / "benchmarks" / "results" / "transfer_caltech.json"
 
 
-def variants(source: str, arch: str) -> dict[str, list[str]]:
-    pre = [f"model={arch}", f"model.pretrained={source}"]
+def variants(source: str, arch: str, arch_args: dict) -> dict[str, list[str]]:
+    model = [f"model={arch}", *(f"model.{k}={json.dumps(v)}" for k, v in arch_args.items()
+                                if k not in ("num_classes", "in_chans", "img_size"))]  # the source's own shape
+    pre = [*model, f"model.pretrained={source}"]
     return {
-        "scratch": [f"model={arch}"],
+        "scratch": model,
         "finetune": [*pre, "trainer.freeze_epochs=1", "optim.lr_mult=10"],
         "features": [*pre, "model.freeze=backbone"],
         "finetune_balanced": [*pre, "trainer.freeze_epochs=1", "optim.lr_mult=10", "loss=balanced"],
@@ -54,10 +56,11 @@ def main() -> None:
     a = ap.parse_args()
     from imgcls.modelfile import read_meta
 
-    arch = read_meta(a.source).arch
+    meta = read_meta(a.source)
+    arch = meta.arch
     rows = json.loads(OUT.read_text()) if OUT.exists() else []
     warm_cache("caltech101_small", a.overrides)
-    for name, extra in variants(a.source, arch).items():
+    for name, extra in variants(a.source, arch, meta.arch_args).items():
         if a.only and name not in a.only:
             continue
         for seed in a.seeds:

@@ -140,8 +140,9 @@ def validate(cfg: Any) -> None:
         _check(cfg.sampler, ("random", "balanced"), "data.sampler")
     elif isinstance(cfg, LossConfig):
         w = cfg.class_weights
-        if not (w is None or w == "balanced" or (isinstance(w, (list, tuple)) and all(isinstance(v, (int, float)) and v >= 0 for v in w))):
-            raise ImgclsError(f"loss.class_weights={w!r} must be null, balanced or a list of non-negative numbers")
+        if not (w is None or w == "balanced" or (isinstance(w, (list, tuple)) and all(isinstance(v, (int, float)) and v >= 0 for v in w)
+                                                 and sum(w) > 0)):
+            raise ImgclsError(f"loss.class_weights={w!r} must be null, balanced or a list of non-negative numbers, not all 0")
 
 
 C = TypeVar("C")

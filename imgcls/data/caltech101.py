@@ -5,9 +5,10 @@
                                                          ROOT/<any folder>/101_ObjectCategories/...)
 
 Images vary in size (up to ~300 px a side) and some are grayscale: `_load_image` always returns
-RGB. `BACKGROUND_Google` (clutter, not an object class) is left out unless asked for, and so is
-`Faces` when `Faces_easy` is there, as torchvision does. There is no official split: `split()`
-makes a seeded stratified train/val/test split, which `imgcls train` saves in the run folder.
+RGB. `BACKGROUND_Google` (clutter, not an object class) is left out unless asked for, as
+torchvision does (which keeps both `Faces` and `Faces_easy`, crops of the same photos: 101
+classes). There is no official split: `split()` makes a seeded stratified train/val/test split
+(the same one `data=caltech101` makes), which `imgcls train` saves in the run folder.
 """
 
 from __future__ import annotations
@@ -63,8 +64,6 @@ class Caltech101(Dataset):
         names = sorted(p.name for p in found.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not include_background:
             names = [n for n in names if n != BACKGROUND]
-        if "Faces_easy" in names and "Faces" in names:  # the same faces, twice (torchvision keeps Faces_easy only)
-            names.remove("Faces")
         self.classes: list[str] = names
         self.samples: list[str] = []
         self.targets: list[int] = []

@@ -28,11 +28,21 @@ def _convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     raise ImgclsError(f"cannot convert {c}-channel images to {channels} channels")
 
 
-def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+MAX_IN_MEMORY_BYTES = 8 * 2**30  # a split decoded into memory larger than this is refused with advice
+
+
+def _resize(images: torch.Tensor, size: tuple[int, int], chunk: int = 2048) -> torch.Tensor:
     if tuple(images.shape[-2:]) == tuple(size):
         return images
-    out = F.interpolate(images.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
-    return out.round().clamp(0, 255).to(torch.uint8)
+    n, c = images.shape[:2]
+    if n * c * size[0] * size[1] > MAX_IN_MEMORY_BYTES:
+        raise ImgclsError(f"{n} images at {size[0]}x{size[1]} would take {n * c * size[0] * size[1] / 2**30:.0f} GB of "
+                          f"memory; set a smaller data.image_size")
+    out = torch.empty((n, c, *size), dtype=torch.uint8)
+    for i in range(0, n, chunk):  # in chunks: the float copy of a whole data set would not fit
+        part = F.interpolate(images[i:i + chunk].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+        out[i:i + chunk] = part.round().clamp(0, 255).to(torch.uint8)
+    return out
 
 
 def _fit_stats(values: list[float], channels: int) -> list[float]:
@@ -53,9 +63,17 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     y = labels.numpy()
     try:
         tr, va = train_test_split(idx, test_size=fraction, stratify=y, random_state=seed)
-    except ValueError:  # a class with a single image cannot be stratified
-        warnings.warn("some class has too few images for a stratified split; splitting at random")
-        tr, va = train_test_split(idx, test_size=fraction, random_state=seed)
+    except ValueError:  # a class with a single image, or fewer held-out images than classes
+        warnings.warn("some class has too few images for sklearn's stratified split; splitting each class on its own "
+                      "(a class with one image stays in train)")
+        rng = np.random.default_rng(seed)
+        tr, va = [], []
+        for c in np.unique(y):
+            members = rng.permutation(idx[y == c])
+            k = min(len(members) - 1, int(round(fraction * len(members))))
+            va += members[:k].tolist()
+            tr += members[k:].tolist()
+        tr, va = np.array(tr, dtype=int), np.array(va, dtype=int)
     return np.sort(tr), np.sort(va)
 
 
@@ -83,11 +101,13 @@ def load_data(cfg: DataConfig) -> DataBundle:
             s = Split(labels=s.labels, ids=s.ids, images=_resize(_convert_channels(s.images, channels), size))
         splits[name] = s
     test_fraction = cfg.test_fraction if cfg.test_fraction is not None else b.default_test_fraction
+    val_fraction = cfg.val_fraction
     if splits["test"] is None and test_fraction > 0:  # no official test split (Caltech101): hold one out, stratified
         tr, te = stratified_split(splits["train"].labels, test_fraction, cfg.split_seed)
         splits["test"], splits["train"] = splits["train"].subset(te), splits["train"].subset(tr)
-    if splits["val"] is None and cfg.val_fraction > 0:
-        tr, va = stratified_split(splits["train"].labels, cfg.val_fraction, cfg.split_seed)
+        val_fraction = val_fraction / (1 - test_fraction)  # still a share of the whole: 70/10/20, as Caltech101.split
+    if splits["val"] is None and val_fraction > 0:
+        tr, va = stratified_split(splits["train"].labels, val_fraction, cfg.split_seed)
         splits["val"], splits["train"] = splits["train"].subset(va), splits["train"].subset(tr)
     mean = _fit_stats(cfg.mean or b.mean, channels)
     std = _fit_stats(cfg.std or b.std, channels)

@@ -51,6 +51,9 @@ def get_source(name: str) -> Callable[..., DataBundle]:
     """A registered source, else a torchvision data set class of that name (any case): FashionMNIST, SVHN, STL10, ..."""
     if name in _SOURCES:
         return _SOURCES[name]
+    own = [n for n in _SOURCES if n.lower() == name.lower()]
+    if own:  # data.name=CIFAR10 means ours, not torchvision's class of that name
+        return _SOURCES[own[0]]
     tv = _torchvision_dataset_class(name)
     if tv is None:
         raise ImgclsError(f"unknown data set {name!r}; available: {', '.join(list_sources())}, or the name of a "
@@ -298,6 +301,9 @@ def torchvision_dataset(cls, root: Path, *, channels: int | None, image_size: in
                 if not download:
                     raise
                 ds = _make_torchvision_split(cls, root, split, download=True)
+        except (TypeError, ValueError) as e:  # the class needs other arguments than (root, train|split, download)
+            raise ImgclsError(f"torchvision.datasets.{name} cannot be made with (root, train= or split=, download=): "
+                              f"{type(e).__name__}: {str(e)[:160]}. Export it to image folders and use data=folder") from None
         except Exception as e:
             raise _offline_error(name, root, f"Put the files of torchvision.datasets.{name} where it looks for them "
                                  f"(under {root}/, usually {root}/{name}/; see its documentation), or run online with "
@@ -311,7 +317,14 @@ def torchvision_dataset(cls, root: Path, *, channels: int | None, image_size: in
     for split, ds in sets.items():
         images, labels = [], []
         for img, label in ds:
-            img = to_mode(img, c) if hasattr(img, "mode") else img
+            if isinstance(img, torch.Tensor):
+                from torchvision.transforms.v2.functional import to_pil_image
+
+                img = to_pil_image(img)
+            if not isinstance(label, int) and not (hasattr(label, "ndim") and label.ndim == 0):
+                raise ImgclsError(f"torchvision.datasets.{name} is not a single-label classification data set "
+                                  f"(its labels look like {type(label).__name__}); it cannot be trained on as one")
+            img = to_mode(img, c)
             if image_size:
                 img = img.resize((image_size, image_size))
             images.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).reshape(img.height, img.width, c).copy()))
@@ -326,10 +339,15 @@ def torchvision_dataset(cls, root: Path, *, channels: int | None, image_size: in
     sample = first[:10000].float() / 255  # this data set's own statistics, from (part of) its train split
     mean, std = sample.mean((0, 2, 3)).tolist(), sample.std((0, 2, 3)).tolist()
     return DataBundle(name=name.lower(), classes=classes, channels=c, image_size=tuple(first.shape[-2:]), mean=mean,
-                      std=std, flip_ok=not name.lower().endswith("mnist"), default_test_fraction=0.0 if "test" in out else 0.2,
+                      std=std, flip_ok=not (name.lower().endswith("mnist") or name in DIGIT_SETS), default_test_fraction=0.0 if "test" in out else 0.2,
                       **out)
+
+
+DIGIT_SETS = ("SVHN", "USPS", "SEMEION")  # digits: a mirrored digit is no valid example
 
 
 def _first_mode(ds) -> str:
     img = ds[0][0]
+    if isinstance(img, torch.Tensor):
+        return "L" if img.ndim == 2 or img.shape[0] == 1 else "RGB"
     return getattr(img, "mode", "RGB")

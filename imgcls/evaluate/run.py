@@ -15,7 +15,7 @@ from imgcls.errors import ImgclsError
 from imgcls.evaluate.metrics import compute_metrics, write_metrics, write_per_class_csv
 from imgcls.evaluate.plots import plot_confusion_matrix
 from imgcls.modelfile import load_model
-from imgcls.models.build import build_model, fill_data_defaults
+from imgcls.models.build import build_model, fill_data_defaults, head_parameter_names
 from imgcls.device import select_device, set_threads
 from imgcls.evaluate.infer import predict_logits
 from imgcls.run_dir import new_run_dir
@@ -48,7 +48,8 @@ def evaluate(ckpt: str | Path | None = None, *, model: ModelConfig | dict | str 
     """Evaluate the model file `ckpt` on a data set (default: the one it was trained on).
 
     Without `ckpt`, evaluates `model` (a registered name with `pretrained=WEIGHTS`, e.g. published
-    weights) on `data`, whose normalization must be the one the weights were trained with.
+    weights) on `data`; the normalization is the weights' own when known (timm/torchvision, imgcls
+    model files), else give the one they were trained with as data.mean/data.std.
     Returns the metrics dict (also written to `<out_dir>/metrics.json`, with `out_dir` added under
     the key "out_dir"). `tta` is the test-time augmentation level; None = the one it was trained with.
     """
@@ -92,14 +93,19 @@ def _evaluate_pretrained(model: ModelConfig | dict | str | None, *, data, split:
         raise ImgclsError("nothing to evaluate: pass ckpt=PATH (an imgcls model file), "
                           "or model=NAME model.pretrained=WEIGHTS data=NAME")
     if data is None:
-        raise ImgclsError("model.pretrained needs data=NAME (with data.root=DIR, and data.mean/data.std set to the "
-                          "normalization the weights were trained with)")
+        raise ImgclsError("model.pretrained needs data=NAME (with data.root=DIR, and for a plain weights file "
+                          "data.mean/data.std set to the normalization the weights were trained with)")
     set_threads(threads)
     dev = select_device(device)
     cfg, _ = fill_data_defaults(coerce(DataConfig, data, "data"), mcfg)
     bundle = load_data(dataclasses.replace(cfg, val_fraction=cfg.val_fraction if split == "val" else 0.0))
     net, _, report = build_model(mcfg, num_classes=len(bundle.classes), in_chans=bundle.channels,
                                  image_size=bundle.image_size)
+    fresh = head_parameter_names(net) & set((report.missing + report.mismatched) if report else [])
+    if fresh:
+        raise ImgclsError(f"the classifier in {mcfg.pretrained} does not fit the {len(bundle.classes)} classes of "
+                          f"{bundle.name} ({', '.join(sorted(fresh))} not loaded): scores of a random head mean nothing; "
+                          f"fine-tune it with `imgcls train ... model.pretrained=...` instead")
     out = Path(out_dir) if out_dir else new_run_dir(project, f"eval-{mcfg.name}")
     metrics = evaluate_model(net.to(dev), bundle, split, out, device=dev, batch_size=batch_size, workers=cfg.workers,
                              tta=tta)

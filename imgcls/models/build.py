@@ -51,7 +51,8 @@ def head_prefix(model: nn.Module) -> str:
     """Name of the classifier module: timm's `pretrained_cfg["classifier"]`, a model's `head_name`, else "head"."""
     cfg = getattr(model, "pretrained_cfg", None)
     if isinstance(cfg, dict) and cfg.get("classifier"):
-        return cfg["classifier"]
+        c = cfg["classifier"]
+        return c[0] if isinstance(c, (tuple, list)) else c  # distilled timm models name two heads
     return getattr(model, "head_name", "head")
 
 
@@ -78,26 +79,51 @@ def freeze_backbone(model: nn.Module) -> list[str]:
     return frozen
 
 
+def _has_params(m: nn.Module) -> bool:
+    return next(m.parameters(), None) is not None
+
+
+def _units(module: nn.Module, prefix: str, head: str) -> list[str]:
+    """Name prefixes of the successive blocks of `module`, outside the head.
+
+    A lone child (an adapter's `body`) is descended into; a Sequential or ModuleList of blocks
+    (`features`, `layer1`, `blocks`) contributes its blocks, so each gets its own lr; a block made
+    of plain layers (conv, norm, activation) stays one unit.
+    """
+    children = [(prefix + n, m) for n, m in module.named_children() if _has_params(m) and prefix + n != head]
+    if len(children) == 1 and list(children[0][1].children()):
+        return _units(children[0][1], children[0][0] + ".", head)
+    units = []
+    for name, m in children:
+        if isinstance(m, (nn.Sequential, nn.ModuleList)) and len(m) > 1 and any(list(c.children()) for c in m):
+            units += [f"{name}.{n}" for n, c in m.named_children() if _has_params(c)]
+        else:
+            units.append(name)
+    return units
+
+
 def layer_groups(model: nn.Module) -> list[list[str]]:
-    """Parameter names by top-level child, in the model's order, the head last: the layers of discriminative lrs."""
-    head = head_parameter_names(model)
-    groups: dict[str, list[str]] = {}
+    """Parameter names by block, input to output, the head last: the layers of discriminative lrs."""
+    head_params = head_parameter_names(model)
+    units = _units(model, "", head_prefix(model))
+    groups: dict[str, list[str]] = {u: [] for u in units}
     for n, _ in model.named_parameters():
-        if n not in head:
-            groups.setdefault(n.split(".", 1)[0], []).append(n)
-    return [*groups.values(), sorted(head)]
+        if n in head_params:
+            continue
+        unit = max((u for u in units if n.startswith(u + ".") or n == u), key=len, default=n.split(".", 1)[0])
+        groups.setdefault(unit, []).append(n)
+    return [g for g in groups.values() if g] + [sorted(head_params)]
 
 
 def pretrained_preprocess(cfg: ModelConfig, channels: int | None = None) -> dict[str, Any]:
     """Input side, mean and std that the pretrained weights of `cfg` expect ({} when nothing is known).
 
-    timm/torchvision weights: the library's pretrained config (size and normalization). An imgcls
-    model file: its normalization (sizes are free: our nets pool globally). Other files: nothing.
+    An imgcls model file: its normalization (and, for timm/torchvision models, its input size; our
+    own nets pool globally, so their size stays free). Library weights (`true`, or a file from
+    outside imgcls for model=timm/torchvision): the library's pretrained config.
     """
     if not cfg.pretrained:
         return {}
-    if cfg.name in ADAPTERS:
-        return pretrained_data_config(cfg.name, cfg.args.get("arch", "")) or {}
     path = Path(str(cfg.pretrained))
     if path.suffix == ".safetensors" and path.is_file():
         from imgcls.modelfile import read_meta
@@ -105,15 +131,33 @@ def pretrained_preprocess(cfg: ModelConfig, channels: int | None = None) -> dict
         try:
             pre = read_meta(path).preprocess
         except ImgclsError:  # plain safetensors weights, not an imgcls model file
-            return {}
-        if channels in (None, pre.channels):
-            return {"mean": list(pre.mean), "std": list(pre.std)}
+            pre = None
+        if pre is not None:
+            if channels not in (None, pre.channels):
+                return {}
+            out: dict[str, Any] = {"mean": list(pre.mean), "std": list(pre.std)}
+            if cfg.name in ADAPTERS and pre.input_size[0] == pre.input_size[1]:
+                out["image_size"] = int(pre.input_size[0])
+            return out
+    if cfg.name in ADAPTERS:
+        return pretrained_data_config(cfg.name, cfg.args.get("arch", "")) or {}
     return {}
 
 
+IN_MEMORY_SOURCES = ("cifar10", "mnist")  # sources decoded whole into memory at the size the model sees
+
+
 def fill_data_defaults(dcfg, mcfg: ModelConfig):
-    """`dcfg` with image_size/mean/std the user left unset taken from the pretrained weights' preprocessing."""
+    """`dcfg` with image_size/mean/std the user left unset taken from the pretrained weights' preprocessing.
+
+    The input size is not taken for data sets held whole in memory (CIFAR-10 at 224x224 would need
+    ~30 GB): there the data's own size is kept unless `data.image_size` says otherwise.
+    """
     pre = pretrained_preprocess(mcfg, dcfg.channels)
+    from imgcls.data.sources import list_sources
+
+    if "image_size" in pre and (dcfg.name in IN_MEMORY_SOURCES or dcfg.name not in list_sources()):
+        pre.pop("image_size")
     updates = {k: v for k, v in pre.items() if getattr(dcfg, k) is None}
     if updates and (dcfg.channels or 3) == 1 and "mean" in updates:  # RGB statistics for a gray model: average them
         updates["mean"], updates["std"] = [sum(updates["mean"]) / 3], [sum(updates["std"]) / 3]

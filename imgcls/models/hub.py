@@ -79,6 +79,10 @@ class TorchvisionNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+FIXED_KWARGS = {"googlenet": {"aux_logits": False, "transform_input": False, "init_weights": True},
+                "inception_v3": {"aux_logits": False, "transform_input": False, "init_weights": True}}
+
+
 def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
@@ -104,31 +108,42 @@ def torchvision(*, num_classes: int, in_chans: int = 3, arch: str = "mobilenet_v
     if arch not in tvm.list_models(module=tvm):
         close = [m for m in tvm.list_models(module=tvm) if arch.split("_")[0] in m][:8]
         raise ImgclsError(f"torchvision has no classification model {arch!r}" + (f"; similar: {', '.join(close)}" if close else ""))
-    weights = tvm.get_model_weights(arch).DEFAULT if download else None
-    try:
-        body = tvm.get_model(arch, weights=weights)
-    except (OSError, RuntimeError, ValueError) as e:
-        if not download:
-            raise
-        raise _offline(f"torchvision {arch}", weights.url, e) from None
+    # Always the same architecture, with or without weights (torchvision changes some when given weights:
+    # aux heads, input transforms), so a model file rebuilds offline into exactly what was trained.
+    body = tvm.get_model(arch, weights=None, **FIXED_KWARGS.get(arch, {}))
+    if download:
+        weights = tvm.get_model_weights(arch).DEFAULT
+        try:
+            state = weights.get_state_dict(progress=False)
+        except (OSError, RuntimeError, ValueError) as e:
+            raise _offline(f"torchvision {arch}", weights.url, e) from None
+        own = body.state_dict()
+        body.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
     head_path, head = _last_linear(body)
     _set_module(body, head_path, nn.Identity())
     if in_chans != 3:
         name, conv = _first_conv(body)
         new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                         conv.groups, conv.bias is not None)
-        if download:
-            from timm.models import adapt_input_conv
+        if download:  # pretrained RGB filters summed (gray) or tiled (other counts), timm's rule
+            from imgcls.models.pretrained import adapt_input_channels
 
             with torch.no_grad():
-                new.weight.copy_(adapt_input_conv(in_chans, conv.weight))
+                new.weight.copy_(adapt_input_channels(conv.weight, new.weight.shape))
                 if conv.bias is not None:
                     new.bias.copy_(conv.bias)
         _set_module(body, name, new)
-    return TorchvisionNet(body, head_path, head.in_features, num_classes)
+    net = TorchvisionNet(body, head_path, head.in_features, num_classes)
+    if download and head.out_features == num_classes:  # e.g. evaluating ImageNet weights on ImageNet: keep their head
+        net.head.load_state_dict(head.state_dict())
+    return net
 
 
 ADAPTERS = ("timm", "torchvision")
+# googlenet and inception_v3 with weights use transform_input, which maps ImageNet-normalized input to
+# the (0.5, 0.5) normalization they were trained with: we build them without it (and without aux heads)
+# and normalize with 0.5 directly, which is the same thing.
+HALF_NORMALIZED = ("googlenet", "inception_v3")
 
 
 def pretrained_data_config(adapter: str, arch: str) -> dict[str, Any] | None:
@@ -145,5 +160,7 @@ def pretrained_data_config(adapter: str, arch: str) -> dict[str, Any] | None:
             t = tvm.get_model_weights(arch).DEFAULT.transforms()
         except (ValueError, KeyError):
             return None
+        if arch in HALF_NORMALIZED:
+            return {"image_size": int(t.crop_size[0]), "mean": [0.5] * 3, "std": [0.5] * 3}
         return {"image_size": int(t.crop_size[0]), "mean": list(t.mean), "std": list(t.std)}
     return None

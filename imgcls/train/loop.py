@@ -24,7 +24,7 @@ from imgcls.config import SchedConfig
 from imgcls.evaluate.infer import predict_logits
 from imgcls.train.checkpoint import load_state, save_state
 from imgcls.device import autocast
-from imgcls.train.optim import apply_schedule
+from imgcls.train.optim import apply_schedule, set_epoch
 
 RESULTS_COLUMNS = ["epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
 
@@ -75,6 +75,7 @@ def train_one_epoch(
 ) -> dict:
     """One pass over `loader`; returns loss, accuracy, images seen, steps done and the last lr."""
     model.train()
+    freeze_norm_statistics(model)  # frozen layers (feature extraction, head-only epochs) keep their statistics
     n_batches = min(len(loader), limit_batches or len(loader))
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -87,8 +88,6 @@ def train_one_epoch(
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         clock.tick("data")  # fetching, augmenting and normalizing the batch
         lr = apply_schedule(optimizer, budget.progress(step, total_steps), sched)
-        if i == 0:  # after the schedule has (un)frozen layers for this epoch
-            freeze_norm_statistics(model)
         with autocast(device, amp_dtype):
             out = model(x)
             loss = F.cross_entropy(out, y, weight=class_weights, label_smoothing=label_smoothing)
@@ -196,6 +195,8 @@ def fit(
         if budget.exhausted():
             break
         train_loader.set_epoch(epoch)
+        if set_epoch(optimizer, epoch) and epoch == start_epoch:
+            tqdm.write(f"epoch {epoch + 1}: only the head trains (trainer.freeze_epochs)")
         if small_crop and hasattr(train_loader, "set_crop"):  # progressive cropping: small crops early on
             train_loader.set_crop(small_crop[0] if budget.progress(step, total_steps) < small_crop[1] else None)
         t0 = time.perf_counter()

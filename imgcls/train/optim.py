@@ -33,15 +33,15 @@ def layer_scales(model: nn.Module, lr_mult: float) -> dict[str, tuple[int, float
             for i, names in enumerate(groups) for n in names}
 
 
-def param_groups(model: nn.Module, cfg: OptimConfig, freeze_until: float = 0.0) -> list[dict]:
-    """Parameter groups with their peak lr (`base_lr`), weight decay and optional `stop_at`/`start_at`.
+def param_groups(model: nn.Module, cfg: OptimConfig, freeze_epochs: int = 0) -> list[dict]:
+    """Parameter groups with their peak lr (`base_lr`), weight decay and optional `stop_at`/`start_epoch`.
 
-    `freeze_until` > 0: everything but the head starts training only at that share of training
-    (fastai's fine-tuning: head-only epochs first); `cfg.lr_mult` > 1 spreads the lrs over the layers.
+    `freeze_epochs` > 0: everything but the head starts training only at that epoch (fastai's
+    fine-tuning: head-only epochs first, see `set_epoch`); `cfg.lr_mult` > 1 spreads the lrs over the layers.
     """
     use_muon = cfg.name == "muon"
     groups: dict[str, dict] = {}
-    layers = layer_scales(model, cfg.lr_mult) if cfg.lr_mult > 1 or freeze_until > 0 else {}
+    layers = layer_scales(model, cfg.lr_mult) if cfg.lr_mult > 1 or freeze_epochs > 0 else {}
 
     def add(key: str, p: torch.Tensor, **opts) -> None:
         groups.setdefault(key, {"params": [], **opts})["params"].append(p)
@@ -63,24 +63,21 @@ def param_groups(model: nn.Module, cfg: OptimConfig, freeze_until: float = 0.0) 
         if name in layers:
             layer, scale, is_head = layers[name]
             opts["base_lr"] *= scale
-            if freeze_until > 0 and not is_head:
-                opts["start_at"] = freeze_until
+            if freeze_epochs > 0 and not is_head:
+                opts["start_epoch"] = freeze_epochs
             key += f"/layer{layer}"
         add(key, p, **opts, **({"stop_at": stop} if stop is not None else {}))
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, freeze_until: float = 0.0) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, freeze_epochs: int = 0) -> torch.optim.Optimizer:
     if cfg.name not in OPTIMIZERS:
         raise ImgclsError(f"unknown optimizer {cfg.name!r}; available: {', '.join(OPTIMIZERS)}")
-    groups = param_groups(model, cfg, freeze_until)
+    groups = param_groups(model, cfg, freeze_epochs)
     if not groups:
         raise ImgclsError("no trainable parameters (is the whole model frozen?)")
     for g in groups:
         g["lr"] = g["base_lr"]
-        if g.get("start_at"):  # not trained yet: no gradients computed for it either
-            for q in g["params"]:
-                q.requires_grad_(False)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     if cfg.name == "adamw":
@@ -120,13 +117,8 @@ def apply_schedule(optimizer: torch.optim.Optimizer, p: float, sched: SchedConfi
     factor = lr_factor(p, sched)
     for g in optimizer.param_groups:
         lr = g.get("base_lr", g["lr"]) * factor
-        start = g.get("start_at")
-        if start:
-            if p < start:
-                lr = 0.0
-            elif not g["params"][0].requires_grad:  # unfreeze: from now on these layers train too
-                for q in g["params"]:
-                    q.requires_grad_(True)
+        if g.get("frozen"):  # before its start_epoch (see set_epoch)
+            lr = 0.0
         stop = g.get("stop_at")
         if stop is not None:
             lr *= max(0.0, 1 - p / stop) if stop > 0 else 0.0
@@ -135,5 +127,23 @@ def apply_schedule(optimizer: torch.optim.Optimizer, p: float, sched: SchedConfi
                     q.requires_grad_(False)
                     q.grad = None
         g["lr"] = lr
-    main = [g for g in optimizer.param_groups if g.get("stop_at") is None and not g.get("start_at")] or optimizer.param_groups
+    main = [g for g in optimizer.param_groups if g.get("stop_at") is None and not g.get("start_epoch")] or optimizer.param_groups
     return main[0]["lr"]
+
+
+def set_epoch(optimizer: torch.optim.Optimizer, epoch: int) -> bool:
+    """Freeze the groups whose `start_epoch` is after `epoch` (no gradients, lr 0), unfreeze the others.
+
+    Counted in epochs, not in progress, so head-only epochs stay whole epochs under a time budget.
+    Returns True if any group is frozen in this epoch.
+    """
+    any_frozen = False
+    for g in optimizer.param_groups:
+        start = g.get("start_epoch")
+        if not start:
+            continue
+        g["frozen"] = epoch < start
+        any_frozen |= g["frozen"]
+        for q in g["params"]:
+            q.requires_grad_(not g["frozen"])
+    return any_frozen

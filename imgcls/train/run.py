@@ -54,6 +54,12 @@ def build_model(cfg: ModelConfig, bundle: DataBundle):
     return build_net(cfg, num_classes=len(bundle.classes), in_chans=bundle.channels, image_size=bundle.image_size)
 
 
+def default_run_name(dcfg: DataConfig, mcfg: ModelConfig) -> str:
+    """"<data>-<model>", e.g. "mnist-mlp" or "caltech101-timm-resnet18": the same for a new run and for resume."""
+    arch = mcfg.args.get("arch")
+    return f"{dcfg.name.lower()}-{mcfg.name}" + (f"-{arch}" if arch else "")
+
+
 def class_weights_of(cfg: LossConfig, bundle: DataBundle) -> torch.Tensor | None:
     """The cross-entropy's per-class weights: None, scikit-learn's "balanced" rule on the train split, or a list."""
     w = cfg.class_weights
@@ -157,7 +163,7 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     lcfg = coerce(LossConfig, loss, "loss")
     run_dir = None
     if tcfg.resume:  # a resumed run continues with the configuration it was started with
-        run_dir = resume_dir(tcfg.project, tcfg.name or f"{dcfg.name}-{mcfg.name}", tcfg.resume)
+        run_dir = resume_dir(tcfg.project, tcfg.name or default_run_name(dcfg, mcfg), tcfg.resume)
         dcfg, mcfg, ocfg, scfg, acfg, lcfg, tcfg = saved_config(run_dir, tcfg)
         print(f"resuming {run_dir} with its saved configuration (config.yaml)")
     set_threads(tcfg.threads)
@@ -173,6 +179,8 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     net, arch_args, report = build_model(dataclasses.replace(mcfg, pretrained=None) if tcfg.resume else mcfg, bundle)
     if report is not None:
         print(report.summary())
+    if (mcfg.freeze or tcfg.freeze_epochs) and not mcfg.pretrained:
+        print("warning: model.freeze / trainer.freeze_epochs without model.pretrained freeze randomly initialised layers")
     net.to(device)
     channels_last = tcfg.channels_last if tcfg.channels_last is not None else device.type == "cuda"
     if channels_last:
@@ -189,7 +197,7 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
               "optim": dataclasses.asdict(ocfg), "sched": dataclasses.asdict(scfg), "aug": dataclasses.asdict(acfg),
               "loss": dataclasses.asdict(lcfg), "trainer": dataclasses.asdict(tcfg)}
     if run_dir is None:
-        run_dir = new_run_dir(tcfg.project, tcfg.name or f"{bundle.name}-{mcfg.name}")
+        run_dir = new_run_dir(tcfg.project, tcfg.name or default_run_name(dcfg, mcfg))
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         write_split_lists(bundle, run_dir / "splits")
 
@@ -198,7 +206,7 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
                                seed=tcfg.seed, balanced=dcfg.sampler == "balanced", **loader_args)
     val_loader = make_loader(bundle, bundle.val, train=False, batch_size=tcfg.eval_batch_size, **loader_args) \
         if bundle.val is not None and len(bundle.val) else None
-    optimizer = build_optimizer(net, ocfg, freeze_until=tcfg.freeze_epochs / tcfg.epochs)
+    optimizer = build_optimizer(net, ocfg, freeze_epochs=tcfg.freeze_epochs)
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(tcfg.ema_decay), use_buffers=True) \
         if tcfg.ema_decay > 0 else None
     dtype = pick_amp_dtype(device, tcfg.amp)

@@ -120,3 +120,24 @@ def test_large_photos_asked_for_at_a_small_size_are_decoded_once_into_memory(ima
     root = image_folder(size=80, n_train=4, n_test=2)
     b = load_data(DataConfig(name="folder", root=str(root), val_fraction=0, image_size=24))
     assert b.in_memory and b.train.images.shape == (12, 3, 24, 24) and b.resize is None
+
+
+def test_caltech101_source_and_class_make_the_same_split(tmp_path):
+    root = write_caltech(tmp_path / "c")
+    ds = Caltech101(root)
+    idx = ds.split(val_fraction=0.1, test_fraction=0.2, seed=3)
+    b = load_data(DataConfig(name="caltech101", root=str(root), image_size=8, val_fraction=0.1, split_seed=3))
+    for split in ("train", "val", "test"):
+        assert sorted(getattr(b, split).ids) == sorted(ds.samples[i] for i in idx[split]), split
+
+
+def test_a_class_with_one_image_stays_in_train_and_the_rest_stays_stratified(image_folder):
+    root = image_folder(n_train=10, n_test=0)
+    lone = root / "train" / "purple"
+    lone.mkdir()
+    (root / "train" / "red" / "000.png").rename(lone / "only.png")
+    with pytest.warns(UserWarning, match="too few images"):
+        b = load_data(DataConfig(name="folder", root=str(root), val_fraction=0.2))
+    purple = b.classes.index("purple")
+    assert purple in b.train.labels.tolist() and purple not in b.val.labels.tolist()
+    assert sorted(np.bincount(b.val.labels.numpy(), minlength=4).tolist()) == [0, 2, 2, 2]

@@ -113,3 +113,28 @@ def test_data_format_comes_from_the_pretrained_config():
     assert d.image_size is None and d.mean is None  # from scratch: the data set's own
     m = ModelConfig(name="torchvision", args={"arch": "mobilenet_v3_small"}, pretrained="true")
     assert fill_data_defaults(DataConfig(name="folder", channels=1), m)[0].mean == pytest.approx([0.449])
+
+
+def test_in_memory_data_keeps_its_size_and_an_imgcls_file_gives_its_own_format(tmp_path):
+    from imgcls.modelfile import ModelMeta, Preprocess, save_model
+
+    m = ModelConfig(name="timm", args={"arch": "resnet18"}, pretrained="true")
+    d, implied = fill_data_defaults(DataConfig(name="cifar10"), m)
+    assert d.image_size is None and "image_size" not in implied and d.mean is not None  # not 50,000 images at 224
+    net = create_model("timm", arch="resnet10t", num_classes=3)
+    meta = ModelMeta(arch="timm", arch_args={"arch": "resnet10t", "num_classes": 3, "in_chans": 3}, classes=["a", "b", "c"],
+                     preprocess=Preprocess(input_size=[48, 48], channels=3, mean=[0.1, 0.2, 0.3], std=[0.4, 0.5, 0.6]))
+    path = save_model(tmp_path / "m.safetensors", net, meta)
+    d, _ = fill_data_defaults(DataConfig(name="folder"), ModelConfig(name="timm", args={"arch": "resnet10t"}, pretrained=str(path)))
+    assert (d.image_size, d.mean, d.std) == (48, [0.1, 0.2, 0.3], [0.4, 0.5, 0.6])
+
+
+def test_evaluating_weights_whose_head_does_not_fit_is_refused(tmp_path, image_folder):
+    from imgcls.evaluate import evaluate
+
+    src = create_model("simple_cnn", num_classes=10, width=4)
+    path = tmp_path / "w.pth"
+    torch.save(src.state_dict(), path)
+    with pytest.raises(ImgclsError, match="random head"):
+        evaluate(model={"name": "simple_cnn", "width": 4, "pretrained": str(path)},
+                 data={"name": "folder", "root": str(image_folder())}, out_dir=tmp_path / "e", threads=1)

@@ -20,11 +20,14 @@ from imgcls.errors import ImgclsError
 from imgcls.models import create_model
 from imgcls.models.build import build_model, freeze_backbone, layer_groups
 
+import importlib
+
 from imgcls.train.loop import freeze_norm_statistics
-from imgcls.train.optim import apply_schedule, build_optimizer
+from imgcls.train.optim import apply_schedule, build_optimizer, set_epoch
 from imgcls.train.run import class_weights_of, train
 
 CNN = {"name": "simple_cnn", "width": 4}
+loop_mod = importlib.import_module("imgcls.train.loop")
 
 
 def trainer(project, **kw):
@@ -54,18 +57,21 @@ def test_frozen_backbone_is_unchanged_after_a_step_and_the_head_learns():
 def test_fine_tuning_trains_the_head_first_then_everything_with_lower_lrs():
     torch.manual_seed(0)
     net = create_model("simple_cnn", num_classes=3, width=4)
-    opt = build_optimizer(net, OptimConfig(lr=0.1, lr_mult=100), freeze_until=0.5)
+    opt = build_optimizer(net, OptimConfig(lr=0.1, lr_mult=100), freeze_epochs=1)
     groups = layer_groups(net)
     assert groups[-1] == ["head.bias", "head.weight"] and groups[0][0].startswith("features")
     lrs = {id(p): g["base_lr"] for g in opt.param_groups for p in g["params"]}
     first = dict(net.named_parameters())[groups[0][0]]
     assert lrs[id(net.head.weight)] == pytest.approx(0.1) and lrs[id(first)] == pytest.approx(0.001)  # lr / lr_mult
+    middle = sorted({lrs[id(dict(net.named_parameters())[g[0]])] for g in groups})
+    assert len(middle) == len(groups) and all(b / a == pytest.approx((100) ** (1 / (len(groups) - 1))) for a, b in zip(middle, middle[1:]))
     x, y = torch.randn(8, 3, 12, 12), torch.randint(0, 3, (8,))
     sched = SchedConfig(name="constant")
-    net.train()
 
-    apply_schedule(opt, 0.2, sched)  # head-only phase
+    assert set_epoch(opt, 0)  # epoch 0: head only
+    net.train()
     freeze_norm_statistics(net)
+    apply_schedule(opt, 0.9, sched)  # however far the clock has gone: frozen until the epoch changes
     conv = net.features[0][0].weight.clone()
     bn_mean = net.features[0][1].running_mean.clone()
     head = net.head.weight.clone()
@@ -73,8 +79,10 @@ def test_fine_tuning_trains_the_head_first_then_everything_with_lower_lrs():
     assert torch.equal(net.features[0][0].weight, conv) and torch.equal(net.features[0][1].running_mean, bn_mean)
     assert not torch.equal(net.head.weight, head)
 
-    apply_schedule(opt, 0.6, sched)  # unfrozen
+    assert not set_epoch(opt, 1)  # epoch 1: everything
+    net.train()
     freeze_norm_statistics(net)
+    apply_schedule(opt, 0.95, sched)
     assert all(p.requires_grad for p in net.parameters())
     step(net, opt, x, y)
     assert not torch.equal(net.features[0][0].weight, conv)
@@ -153,3 +161,25 @@ def test_class_weights_through_train(image_folder, tmp_path):
     with pytest.raises(ImgclsError, match="loss.class_weights"):
         train(data={"name": "folder", "root": str(root)}, model=CNN, loss={"class_weights": "rare"},
               trainer=trainer(tmp_path))
+
+
+def test_discriminative_lrs_reach_inside_library_models():
+    net = create_model("torchvision", arch="mobilenet_v3_small", num_classes=3)
+    groups = layer_groups(net)
+    assert len(groups) > 10 and groups[0][0].startswith("body.features.0.") and groups[-1] == ["head.bias", "head.weight"]
+
+
+def test_head_only_epochs_last_whole_epochs_under_a_time_budget(image_folder, tmp_path, monkeypatch):
+    """With a time budget, progress runs on the clock; the head-only phase still ends at an epoch boundary."""
+    frozen_per_epoch = []
+    real = loop_mod.set_epoch
+
+    def spy(optimizer, epoch):
+        frozen = real(optimizer, epoch)
+        frozen_per_epoch.append(frozen)
+        return frozen
+
+    monkeypatch.setattr(loop_mod, "set_epoch", spy)
+    train(data={"name": "folder", "root": str(image_folder())}, model=CNN,
+          trainer=trainer(tmp_path, epochs=50, freeze_epochs=2, time_budget=600))
+    assert frozen_per_epoch == [True, True] + [False] * 48
