@@ -1,7 +1,7 @@
 """The model table of docs/models.md: parameters, multiply-adds, CPU latency and throughput, and the
 accuracy and training time measured by the recipe benchmarks.
 
-    python benchmarks/model_zoo.py                 # measure, write benchmarks/results/models.json and docs/models.md
+    python benchmarks/model_zoo.py                 # measure; write benchmarks/results/models.{json,md} and the tables of docs/models.md
     python benchmarks/model_zoo.py --table-only    # rewrite docs/models.md from the saved measurements
 
 Latency: median over 30 calls at batch 1 after 5 warm-up calls; throughput: images/s over 3
@@ -127,9 +127,24 @@ def main() -> None:
         path.write_text(json.dumps(saved, indent=2))
     for m, (_, _, _, _, file, experiment, overrides, _) in zip(saved["models"], ZOO):
         m["result"] = recipe_result(file, experiment, overrides)
-    text = table(saved["models"])
+    text = f"Measured on {saved['hardware']}, torch {saved['torch']}, {saved['date']}.\n\n" + table(saved["models"])
     print(text)
-    (RESULTS / "models.md").write_text(f"Measured on {saved['hardware']}, torch {saved['torch']}, {saved['date']}.\n\n{text}\n")
+    (RESULTS / "models.md").write_text(text + "\n")
+    doc = ROOT / "docs" / "models.md"
+    if doc.exists():  # the tables between the markers are generated; the prose around them is written by hand
+        transfer = RESULTS / "transfer_caltech.md"
+        updated = insert(doc.read_text(), "zoo-table", text)
+        if transfer.exists():
+            updated = insert(updated, "transfer-table", transfer.read_text().strip())
+        doc.write_text(updated)
+
+
+def insert(doc: str, marker: str, text: str) -> str:
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    if start not in doc or end not in doc:
+        return doc
+    head, rest = doc.split(start, 1)
+    return f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}"
 
 
 if __name__ == "__main__":

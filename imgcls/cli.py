@@ -63,11 +63,15 @@ def cmd_evaluate(cfg: DictConfig) -> None:
     from imgcls.evaluate import evaluate
 
     m = evaluate(cfg.ckpt, model=_plain(cfg, "model"), data=_plain(cfg, "data"), split=cfg.split, out_dir=cfg.out, project=cfg.project,
-                 batch_size=cfg.batch_size, device=cfg.device, threads=cfg.threads, tta=cfg.tta)
+                 batch_size=cfg.batch_size, device=cfg.device, threads=cfg.threads, tta=cfg.tta,
+                 calibrate=cfg.calibrate)
     if "pretrained" in m:
         print(m["pretrained"])
     print(f"{m['split']}: top-1 {m['top1']:.2%}  top-5 {m['top5']:.2%}  macro F1 {m['macro']['f1']:.4f}  "
           f"({m['num_samples']} images)")
+    c = m["calibration"]
+    print(f"calibration: ECE {c['ece']:.4f}, {c['ece_scaled']:.4f} at temperature {c['temperature']:.3f}"
+          + (" (fitted on this split)" if c["temperature_fitted_here"] else " (the model file's)"))
     print(f"metrics: {Path(m['out_dir']) / 'metrics.json'}")
     print(f"output folder: {m['out_dir']}")
 
@@ -87,10 +91,36 @@ def cmd_predict(cfg: DictConfig) -> None:
     print(f"predictions: {path}")
 
 
+def _train_groups(cfg: DictConfig) -> dict:
+    return {k: _plain(cfg, k) for k in ("data", "model", "optim", "aug", "loss", "trainer")}
+
+
+def cmd_lr_find(cfg: DictConfig) -> None:
+    from imgcls.explain import lr_find
+
+    r = lr_find(**_train_groups(cfg), start_lr=cfg.start_lr, end_lr=cfg.end_lr, steps=cfg.steps, out_dir=cfg.out)
+    print(f"suggested learning rate: {r.suggestion:.3g} (optim.lr={r.suggestion:.3g}); "
+          f"{len(r.lrs)} steps{', stopped when the loss diverged' if r.diverged else ''}")
+    print(f"plot: {r.out_dir / 'lr_find.png'}")
+
+
+def cmd_sanity(cfg: DictConfig) -> None:
+    from imgcls.explain import sanity_check
+
+    r = sanity_check(**_train_groups(cfg), batch_size=cfg.batch_size, max_steps=cfg.max_steps, lr=cfg.lr,
+                     out_dir=cfg.out)
+    print(r.message())
+    print(f"training images with their labels: {r.out_dir / 'sanity_batch.png'}")
+    if not r.passed:
+        sys.exit(1)
+
+
 VERBS: dict[str, tuple[Callable[[DictConfig], None], str]] = {
     "train": (cmd_train, "train a model (data=, model=, optim=, sched=, aug=, trainer=, experiment=)"),
     "evaluate": (cmd_evaluate, "score a model file: ckpt=PATH [data=NAME] -> metrics.json, confusion matrix"),
     "predict": (cmd_predict, "predict images: ckpt=PATH source=IMAGE_OR_FOLDER -> predictions.csv"),
+    "lr-find": (cmd_lr_find, "learning-rate range test with train's configs -> lr_find.png, a suggested lr"),
+    "sanity": (cmd_sanity, "overfit one batch (must reach 100%) + a grid of augmented images with labels"),
 }
 
 
@@ -108,7 +138,8 @@ def _run_verb(fn: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
         try:
             missing = sorted(OmegaConf.missing_keys(cfg))
             if missing:
-                raise ImgclsError(f"missing {', '.join(k + '=...' for k in missing)} (see `imgcls {fn.__name__[4:]} --help`)")
+                raise ImgclsError(f"missing {', '.join(k + '=...' for k in missing)} "
+                                  f"(see `imgcls {fn.__name__[4:].replace('_', '-')} --help`)")
             fn(cfg)
         except ImgclsError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -130,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
 
     _register_configs()
     sys.argv = [f"imgcls {verb}", *argv]
-    hydra.main(version_base="1.3", config_path="conf", config_name=verb)(_run_verb(VERBS[verb][0]))()
+    hydra.main(version_base="1.3", config_path="conf", config_name=verb.replace("-", "_"))(_run_verb(VERBS[verb][0]))()
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ class ModelMeta:
     preprocess: Preprocess
     metrics: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # data set and recipe it was trained with
+    calibration: dict[str, Any] = field(default_factory=dict)  # {"temperature": T, ...}: Predictor divides logits by T
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     format_version: int = FORMAT_VERSION

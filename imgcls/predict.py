@@ -35,6 +35,8 @@ class Predictor:
         self.classes = self.meta.classes
         self.device = torch.device(device)
         self.batch_size = batch_size
+        # Temperature scaling (imgcls.evaluate.calibration): calibrated scores, the same predicted classes.
+        self.temperature = float(self.meta.calibration.get("temperature", 1.0))
         p = self.meta.preprocess
         self.channels = p.channels
         self.transform = eval_transform(tuple(p.input_size), p.mean, p.std, resize=p.resize, interpolation=p.interpolation)
@@ -120,7 +122,7 @@ class Predictor:
                 if not skip_errors:
                     raise
                 results.append({"path": str(item), "error": str(e)})
-        probs = self.logits(images).softmax(1)
+        probs = (self.logits(images) / self.temperature).softmax(1)
         it = iter(probs)
         for r in results:
             if "error" not in r:

@@ -44,7 +44,7 @@ def last_value(stdout: str, prefix: str) -> str:
 
 def test_help_lists_verbs(tmp_path):
     out = imgcls("--help", cwd=tmp_path).stdout
-    for verb in ("train", "evaluate", "predict"):
+    for verb in ("train", "evaluate", "predict", "lr-find", "sanity"):
         assert f"  {verb}" in out
 
 
@@ -102,3 +102,14 @@ def test_bad_input_gives_one_clear_error(tmp_path, args, message):
     assert p.returncode != 0
     assert message in p.stdout + p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_lr_find_and_sanity_verbs(tmp_path):
+    data = make_folder(tmp_path / "shapes")
+    common = ["data=folder", f"data.root={data}", "model=simple_cnn", "model.width=4", "trainer.batch_size=4",
+              "trainer.threads=1"]
+    p = imgcls("lr-find", *common, "steps=20", "start_lr=1e-4", "end_lr=1", f"out={tmp_path / 'lr'}", cwd=tmp_path)
+    assert "suggested learning rate" in p.stdout and (tmp_path / "lr" / "lr_find.png").is_file()
+    p = imgcls("sanity", *common, "batch_size=8", f"out={tmp_path / 'sanity'}", cwd=tmp_path)
+    assert "passed" in p.stdout and (tmp_path / "sanity" / "sanity_batch.png").is_file()
+    assert "lr-find" in imgcls("--help", cwd=tmp_path).stdout

@@ -87,3 +87,10 @@ def test_transfer_options_compose():
     cfg = compose_train("loss=balanced", "data.sampler=balanced", "trainer.freeze_epochs=1", "optim.lr_mult=10")
     assert plain(cfg, "loss") == {"class_weights": "balanced"} and cfg.data.sampler == "balanced"
     assert cfg.trainer.freeze_epochs == 1 and cfg.optim.lr_mult == 10
+
+
+@pytest.mark.parametrize("verb, key", [("lr_find", "start_lr"), ("sanity", "max_steps")])
+def test_study_verbs_compose_trains_configuration(verb, key):
+    with initialize_config_module("imgcls.conf", version_base="1.3"):
+        cfg = compose(verb, overrides=["experiment=mnist_cnn"])
+    assert key in cfg and cfg.data.name == "mnist" and cfg.model.name == "fastnet" and cfg.optim.name == "muon"

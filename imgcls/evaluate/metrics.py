@@ -181,3 +181,25 @@ def write_per_class_csv(metrics: dict, path: str | Path) -> Path:
         writer.writeheader()
         writer.writerows(per_class_rows(metrics))
     return path
+
+
+def most_confused(metrics: dict, k: int = 20) -> list[dict]:
+    """The k largest off-diagonal cells of the confusion matrix: which class is taken for which, how often."""
+    cm = np.asarray(metrics["confusion_matrix"])
+    classes = metrics["classes"]
+    totals = cm.sum(1)
+    pairs = [(int(cm[t, p]), t, p) for t in range(len(classes)) for p in range(len(classes)) if t != p and cm[t, p] > 0]
+    pairs.sort(key=lambda x: (-x[0], x[1], x[2]))
+    return [{"true": classes[t], "predicted": classes[p], "count": n, "share_of_true": n / max(int(totals[t]), 1)}
+            for n, t, p in pairs[:k]]
+
+
+def write_rows_csv(rows: list[dict], path: str | Path, columns: list[str] | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = columns or (list(rows[0]) if rows else [])
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

@@ -155,3 +155,23 @@ def plot_learning_curves(results_csv: str | Path, path: str | Path) -> Path:
             ax.legend()
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_image_grid(images: list[np.ndarray], titles: list[str], path: str | Path, *, cols: int = 8,
+                    title: str = "") -> Path:
+    """A grid of images (H, W) or (H, W, C) uint8 with a caption each, as a PNG."""
+    if not images:
+        raise ImgclsError("no images to draw")
+    cols = min(cols, len(images))
+    rows = -(-len(images) // cols)
+    fig = Figure(figsize=(1.9 * cols, 2.1 * rows))
+    for i, (img, caption) in enumerate(zip(images, titles)):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(img.squeeze(-1) if img.ndim == 3 and img.shape[-1] == 1 else img,
+                  cmap="gray" if img.ndim == 2 or img.shape[-1] == 1 else None, vmin=0, vmax=255)
+        ax.set_title(caption, fontsize=7)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

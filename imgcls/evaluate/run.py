@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -12,9 +15,11 @@ from torch import nn
 from imgcls.config import DataConfig, ModelConfig, coerce, model_config
 from imgcls.data import DataBundle, load_data, make_loader
 from imgcls.errors import ImgclsError
-from imgcls.evaluate.metrics import compute_metrics, write_metrics, write_per_class_csv
-from imgcls.evaluate.plots import plot_confusion_matrix
-from imgcls.modelfile import load_model
+from imgcls.data.image_io import open_image
+from imgcls.evaluate.calibration import calibration_report, plot_reliability
+from imgcls.evaluate.metrics import compute_metrics, most_confused, write_metrics, write_per_class_csv, write_rows_csv
+from imgcls.evaluate.plots import plot_confusion_matrix, plot_image_grid
+from imgcls.modelfile import load_model, save_model
 from imgcls.models.build import build_model, fill_data_defaults, head_parameter_names
 from imgcls.device import select_device, set_threads
 from imgcls.evaluate.infer import predict_logits
@@ -22,8 +27,14 @@ from imgcls.run_dir import new_run_dir
 
 
 def evaluate_model(model: nn.Module, bundle: DataBundle, split: str, out_dir: Path, *, device: torch.device,
-                   batch_size: int = 1000, amp_dtype=None, workers: int = 2, tta: int = 0) -> dict:
-    """Metrics of `model` on `bundle.<split>`, written to out_dir (metrics.json, per_class.csv, confusion_matrix.png)."""
+                   batch_size: int = 1000, amp_dtype=None, workers: int = 2, tta: int = 0,
+                   temperature: float | None = None, worst_k: int = 24) -> dict:
+    """Metrics of `model` on `bundle.<split>`, written to out_dir.
+
+    Files: metrics.json, per_class.csv, confusion_matrix.png, most_confused.csv, calibration.json and
+    reliability.png (ECE before and after temperature scaling with `temperature`, or with one fitted on
+    this split when None), worst.csv and worst_images.png (the `worst_k` most confidently wrong images).
+    """
     data = getattr(bundle, split, None)
     if data is None or len(data) == 0:
         raise ImgclsError(f"data set {bundle.name!r} has no {split!r} split; choose split=train|val|test")
@@ -34,18 +45,56 @@ def evaluate_model(model: nn.Module, bundle: DataBundle, split: str, out_dir: Pa
     if tta:  # what TTA adds: the plain view's top-1 from the same pass
         metrics["top1_no_tta"] = (plain.argmax(1) == labels).float().mean().item()
     out_dir.mkdir(parents=True, exist_ok=True)
+    cal = calibration_report(logits, labels, temperature)
+    (out_dir / "calibration.json").write_text(json.dumps(cal, indent=2) + "\n")
+    plot_reliability(cal, out_dir / "reliability.png", title=f"{bundle.name} {split}")
+    metrics["calibration"] = {k: cal[k] for k in ("temperature", "temperature_fitted_here", "ece", "ece_scaled", "nll",
+                                                  "nll_scaled")}
     write_metrics(metrics, out_dir / "metrics.json")
     write_per_class_csv(metrics, out_dir / "per_class.csv")
+    write_rows_csv(most_confused(metrics), out_dir / "most_confused.csv", ["true", "predicted", "count", "share_of_true"])
     plot_confusion_matrix(metrics["confusion_matrix"], bundle.classes, out_dir / "confusion_matrix.png",
                           title=f"{bundle.name} {split}: top-1 {metrics['top1']:.2%}")
+    write_worst(logits / cal["temperature"], labels, data, bundle, out_dir, worst_k)
     return metrics
+
+
+def write_worst(logits: torch.Tensor, labels: torch.Tensor, data, bundle: DataBundle, out_dir: Path, k: int) -> None:
+    """worst.csv and worst_images.png: the wrong predictions made with the least probability on the true class."""
+    probs = logits.softmax(1)
+    score, pred = probs.max(1)
+    true_prob = probs[torch.arange(len(labels)), labels]
+    wrong = (pred != labels).nonzero().flatten()
+    order = wrong[true_prob[wrong].argsort()][:k].tolist()
+    rows = [{"id": data.ids[i], "true": bundle.classes[int(labels[i])], "predicted": bundle.classes[int(pred[i])],
+             "score": round(float(score[i]), 4), "true_class_prob": round(float(true_prob[i]), 4)} for i in order]
+    write_rows_csv(rows, out_dir / "worst.csv", ["id", "true", "predicted", "score", "true_class_prob"])
+    if rows:
+        images = [_thumbnail(data, i, bundle.channels) for i in order]
+        captions = [f"{r['true']} -> {r['predicted']}\n{r['score']:.2f}" for r in rows]
+        plot_image_grid(images, captions, out_dir / "worst_images.png",
+                        title="most confidently wrong (true -> predicted, score)")
+
+
+def _thumbnail(data, i: int, channels: int, side: int = 128) -> np.ndarray:
+    if data.images is not None:
+        return data.images[i].permute(1, 2, 0).numpy()
+    img = open_image(data.ids[i], channels)
+    img.thumbnail((side, side))
+    return np.asarray(img)
 
 
 def evaluate(ckpt: str | Path | None = None, *, model: ModelConfig | dict | str | None = None,
              data: DataConfig | dict | str | None = None, split: str = "test",
              out_dir: str | Path | None = None, project: str = "runs", batch_size: int = 1000,
-             device: str = "auto", threads: int | None = None, tta: int | None = None) -> dict:
+             device: str = "auto", threads: int | None = None, tta: int | None = None,
+             calibrate: bool = False) -> dict:
     """Evaluate the model file `ckpt` on a data set (default: the one it was trained on).
+
+    Calibration is reported with the temperature stored in the model file (fitted on the validation
+    split at training time); a file without one gets one fitted on this split, for information.
+    `calibrate=True` fits the temperature on this split and writes it into the model file, so that
+    `Predictor` scores become calibrated (use a split the model was not selected on, e.g. val).
 
     Without `ckpt`, evaluates `model` (a registered name with `pretrained=WEIGHTS`, e.g. published
     weights) on `data`; the normalization is the weights' own when known (timm/torchvision, imgcls
@@ -81,8 +130,17 @@ def evaluate(ckpt: str | Path | None = None, *, model: ModelConfig | dict | str 
     out = Path(out_dir) if out_dir else new_run_dir(project, f"eval-{Path(ckpt).parent.name or 'model'}")
     if tta is None:
         tta = int(meta.train.get("config", {}).get("trainer", {}).get("tta", 0))
-    metrics = evaluate_model(model, bundle, split, out, device=dev, batch_size=batch_size, workers=cfg.workers, tta=tta)
+    stored = None if calibrate else meta.calibration.get("temperature")
+    metrics = evaluate_model(model, bundle, split, out, device=dev, batch_size=batch_size, workers=cfg.workers, tta=tta,
+                             temperature=stored)
     metrics["out_dir"] = str(out)
+    if calibrate:
+        t = metrics["calibration"]["temperature"]
+        meta.calibration = {"temperature": t, "fitted_on": f"{cfg.name}:{split}", "tta": tta,
+                            "ece_before": metrics["calibration"]["ece"], "ece_after": metrics["calibration"]["ece_scaled"]}
+        save_model(ckpt, model, meta)
+        print(f"temperature {t:.3f} written into {ckpt} (ECE {metrics['calibration']['ece']:.4f} -> "
+              f"{metrics['calibration']['ece_scaled']:.4f} on {split})")
     return metrics
 
 

@@ -26,6 +26,8 @@ from imgcls.modelfile import ModelMeta, Preprocess, load_weights, save_model
 from imgcls.models.build import build_model as build_net, fill_data_defaults
 from imgcls.device import amp_dtype as pick_amp_dtype
 from imgcls.device import autocast, grad_scaler, select_device, set_threads
+from imgcls.evaluate.calibration import fit_temperature
+from imgcls.evaluate.infer import predict_logits
 from imgcls.evaluate.tta import tta_logits
 from imgcls.train.loop import Budget, fit
 from imgcls.train.optim import build_optimizer
@@ -215,9 +217,11 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     preprocess = preprocess_of(bundle)
     recipe = {"data": config["data"], "config": config}
 
+    calibration: dict[str, Any] = {}  # the softmax temperature, fitted on val after training
+
     def save(m: nn.Module, which: str, metrics: dict) -> None:
         meta = ModelMeta(arch=mcfg.name, arch_args=arch_args, classes=bundle.classes, preprocess=preprocess,
-                         metrics=metrics, train=recipe)
+                         metrics=metrics, train=recipe, calibration=dict(calibration))
         save_model(run_dir / f"{which}.safetensors", m, meta)
 
     test_split = "test" if bundle.test is not None and len(bundle.test) else "val" if bundle.val is not None else None
@@ -255,8 +259,12 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
         eval_net = ema.module if ema is not None else net
         load_weights(eval_net, best, arch=mcfg.name)
         t_eval = time.perf_counter()
+        if val_loader is not None:  # temperature scaling on held-out data, on plain logits as Predictor makes them
+            val_logits, val_labels = predict_logits(eval_net, val_loader, device=device, amp_dtype=dtype)
+            calibration.update(temperature=fit_temperature(val_logits, val_labels), fitted_on="val")
         metrics = evaluate_model(eval_net, bundle, split, run_dir, device=device, batch_size=tcfg.eval_batch_size,
-                                 amp_dtype=dtype, workers=dcfg.workers, tta=tcfg.tta)
+                                 amp_dtype=dtype, workers=dcfg.workers, tta=tcfg.tta,
+                                 temperature=calibration.get("temperature"))
         summary = {"epoch": result.best_epoch, "best_val_acc": result.best_val_acc, f"{split}_top1": metrics["top1"],
                    f"{split}_top5": metrics["top5"], "tta": tcfg.tta, "train_seconds": round(result.train_seconds, 2),
                    "eval_seconds": round(time.perf_counter() - t_eval, 2)}
