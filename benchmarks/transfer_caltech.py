@@ -1,6 +1,6 @@
 """Transfer learning on the Caltech101 subset: from scratch vs from a CIFAR-10 model file, same wall budget.
 
-    python benchmarks/transfer_caltech.py --source runs/bench/cifar10_20min-seed0/best.safetensors --seeds 0
+    python benchmarks/transfer_caltech.py --source runs/bench/cifar10_mobilenet20-seed0/best.safetensors --seeds 0
 
 Variants, each `experiment=caltech101_small` (32x32, 240 s of wall time from process start, test = a
 stratified 20% held out): `scratch`; `finetune` (the CIFAR-10 weights, head replaced, one head-only

@@ -91,6 +91,18 @@ def cmd_predict(cfg: DictConfig) -> None:
     print(f"predictions: {path}")
 
 
+def _name(value) -> str | None:
+    """A class name from the command line: `target=3` arrives as an int, MNIST's class is "3"."""
+    return None if value is None else str(value)
+
+
+def _names(value) -> list[str] | None:
+    """A list of names from the command line; a single value (`methods=gradcam`) is a list of one."""
+    if value is None:
+        return None
+    return [str(v) for v in value] if OmegaConf.is_list(value) else [str(value)]
+
+
 def _train_groups(cfg: DictConfig) -> dict:
     return {k: _plain(cfg, k) for k in ("data", "model", "optim", "aug", "loss", "trainer")}
 
@@ -115,11 +127,56 @@ def cmd_sanity(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
+def cmd_explain(cfg: DictConfig) -> None:
+    from imgcls.explain import explain
+
+    out, exps = explain(cfg.ckpt, cfg.source, methods=_names(cfg.methods), target=_name(cfg.target), layer=cfg.layer,
+                        out_dir=cfg.out, project=cfg.project, device=cfg.device, max_images=cfg.max_images)
+    for e in exps[:10]:
+        print(f"{e.path}: predicted {e.predicted} ({e.score:.3f}), explained {e.label}")
+    print(f"overlays: {out / 'gradcam.png'} (and one PNG per image and method)")
+
+
+def cmd_embed(cfg: DictConfig) -> None:
+    from imgcls.explain.embed import embed
+
+    out = embed(cfg.ckpt, data=_plain(cfg, "data"), split=cfg.split, limit=cfg.limit, out_dir=cfg.out,
+                project=cfg.project, device=cfg.device)
+    print(f"embeddings and maps: {out / 'embeddings.safetensors'}, {out / 'pca.png'}, {out / 'tsne.png'}")
+
+
+def cmd_search(cfg: DictConfig) -> None:
+    from imgcls.explain.embed import search
+
+    out, results = search(cfg.ckpt, cfg.index, cfg.query, k=cfg.k, out_dir=cfg.out, project=cfg.project,
+                          device=cfg.device)
+    for r in results:
+        print(f"{r['similarity']:.3f}  {r['path']}")
+    print(f"grid: {out / 'search.png'}")
+
+
+def cmd_visualize(cfg: DictConfig) -> None:
+    from imgcls.explain.visualize import visualize
+
+    channels = cfg.channels if cfg.channels is None or OmegaConf.is_list(cfg.channels) else [cfg.channels]
+    out, rows = visualize(cfg.ckpt, classes=_names(cfg.classes), layer=cfg.layer,
+                          channels=[int(c) for c in channels] if channels is not None else None, steps=cfg.steps, lr=cfg.lr,
+                          jitter=cfg.jitter, blur_every=cfg.blur_every, size=cfg.size, out_dir=cfg.out,
+                          project=cfg.project, device=cfg.device)
+    for r in rows:
+        print(f"{r['target']}: objective {r['objective_before']:.3f} -> {r['objective_after']:.3f}  ({r['file']})")
+    print(f"grid: {out / 'visualize.png'}")
+
+
 VERBS: dict[str, tuple[Callable[[DictConfig], None], str]] = {
     "train": (cmd_train, "train a model (data=, model=, optim=, sched=, aug=, trainer=, experiment=)"),
     "evaluate": (cmd_evaluate, "score a model file: ckpt=PATH [data=NAME] -> metrics.json, confusion matrix"),
     "predict": (cmd_predict, "predict images: ckpt=PATH source=IMAGE_OR_FOLDER -> predictions.csv"),
     "lr-find": (cmd_lr_find, "learning-rate range test with train's configs -> lr_find.png, a suggested lr"),
+    "explain": (cmd_explain, "Grad-CAM / Grad-CAM++ overlays: ckpt=PATH source=IMAGE_OR_FOLDER -> gradcam.png"),
+    "embed": (cmd_embed, "embeddings of a data split: ckpt=PATH -> t-SNE and PCA maps"),
+    "search": (cmd_search, "similar images: ckpt=PATH index=FOLDER query=IMAGE k=8 -> search.png"),
+    "visualize": (cmd_visualize, "activation maximisation of classes or channels: ckpt=PATH -> visualize.png"),
     "sanity": (cmd_sanity, "overfit one batch (must reach 100%) + a grid of augmented images with labels"),
 }
 

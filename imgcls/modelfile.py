@@ -24,7 +24,7 @@ from torch import nn
 
 from imgcls.errors import ImgclsError
 
-FORMAT_VERSION = 1  # bump when a field changes meaning; `_upgrade` keeps older files loading
+FORMAT_VERSION = 2  # bump when a field is added or changes meaning; `_upgrade` keeps older files loading
 META_KEY = "imgcls"
 
 
@@ -98,7 +98,9 @@ def _upgrade(d: dict[str, Any], path: Path) -> dict[str, Any]:
         raise ImgclsError(f"{path} has no valid model-file format version ({version!r}); it was not written by imgcls")
     if version > FORMAT_VERSION:
         raise ImgclsError(f"{path} is model-file format {version}, newer than this imgcls reads ({FORMAT_VERSION}); upgrade imgcls")
-    # Format 1 is the first; upgrades of older formats go here, one `if version == n` step each.
+    # Upgrades of older formats, one `if version == n` step each.
+    if version == 1:  # format 2 added the softmax temperature
+        d = {**d, "calibration": {}, "format_version": 2}
     return d
 
 

@@ -44,7 +44,7 @@ def last_value(stdout: str, prefix: str) -> str:
 
 def test_help_lists_verbs(tmp_path):
     out = imgcls("--help", cwd=tmp_path).stdout
-    for verb in ("train", "evaluate", "predict", "lr-find", "sanity"):
+    for verb in ("train", "evaluate", "predict", "lr-find", "sanity", "explain", "embed", "search", "visualize"):
         assert f"  {verb}" in out
 
 
@@ -61,6 +61,7 @@ def test_train_evaluate_predict(tmp_path):
     assert ckpt.is_file()
 
     p = imgcls("evaluate", f"ckpt={ckpt}", "out=ev", cwd=tmp_path)
+    assert "calibration: ECE" in p.stdout
     metrics = read_metrics(tmp_path / "ev" / "metrics.json")
     assert metrics["num_samples"] == 8 and metrics["classes"] == ["bright", "dark"]
     assert metrics["top1"] >= 0.75  # two trivially separable classes
@@ -77,6 +78,16 @@ def test_train_evaluate_predict(tmp_path):
     assert all(len(json.loads(r["top_k"])) == 2 for r in good)
     correct = sum(Path(r["path"]).parent.name == r["label"] for r in good)
     assert correct >= 6
+
+    (data / "test" / "dark" / "broken.png").unlink()
+    p = imgcls("explain", f"ckpt={ckpt}", f"source={data / 'test' / 'dark'}", "out=cam", "methods=gradcam", cwd=tmp_path)
+    assert "predicted" in p.stdout and (tmp_path / "cam" / "gradcam.png").is_file()
+    assert len(list((tmp_path / "cam").glob("*_gradcam.png"))) == 4
+    query = sorted((data / "test" / "dark").iterdir())[0]
+    p = imgcls("search", f"ckpt={ckpt}", f"index={data / 'test'}", f"query={query}", "k=3", "out=search", cwd=tmp_path)
+    assert p.stdout.splitlines()[0].endswith(str(query)) and (tmp_path / "search" / "search.png").is_file()
+    p = imgcls("visualize", f"ckpt={ckpt}", "steps=5", "classes=bright", "out=vis", cwd=tmp_path)  # a single value
+    assert "bright: objective" in p.stdout and "dark" not in p.stdout and (tmp_path / "vis" / "visualize.png").is_file()
 
 
 def test_sweep_makes_one_run_per_value(tmp_path):
@@ -112,4 +123,3 @@ def test_lr_find_and_sanity_verbs(tmp_path):
     assert "suggested learning rate" in p.stdout and (tmp_path / "lr" / "lr_find.png").is_file()
     p = imgcls("sanity", *common, "batch_size=8", f"out={tmp_path / 'sanity'}", cwd=tmp_path)
     assert "passed" in p.stdout and (tmp_path / "sanity" / "sanity_batch.png").is_file()
-    assert "lr-find" in imgcls("--help", cwd=tmp_path).stdout

@@ -94,3 +94,14 @@ def test_study_verbs_compose_trains_configuration(verb, key):
     with initialize_config_module("imgcls.conf", version_base="1.3"):
         cfg = compose(verb, overrides=["experiment=mnist_cnn"])
     assert key in cfg and cfg.data.name == "mnist" and cfg.model.name == "fastnet" and cfg.optim.name == "muon"
+
+
+@pytest.mark.parametrize("verb, overrides, key", [
+    ("explain", ["ckpt=m.safetensors", "source=img"], "methods"), ("embed", ["ckpt=m.safetensors", "data=mnist"], "limit"),
+    ("search", ["ckpt=m.safetensors", "index=d", "query=q.png"], "k"), ("visualize", ["ckpt=m.safetensors"], "steps")])
+def test_understanding_verbs_compose(verb, overrides, key):
+    with initialize_config_module("imgcls.conf", version_base="1.3"):
+        cfg = compose(verb, overrides=overrides)
+    assert key in cfg and not OmegaConf.missing_keys(cfg)
+    if verb == "embed":
+        assert cfg.data.name == "mnist"

@@ -128,3 +128,20 @@ def test_meta_with_wrong_arch_args_fails_on_load(tmp_path, net):
     path = save_model(tmp_path / "m.safetensors", net, make_meta(arch_args={**ARGS, "hidden": [8]}))
     with pytest.raises(ImgclsError, match="does not fit"):
         load_model(path)
+
+
+def test_format_1_files_still_load_without_a_temperature(tmp_path, net):
+    import json as _json
+    from dataclasses import asdict
+
+    from imgcls.predict import Predictor
+
+    old = asdict(make_meta())
+    old.pop("calibration")
+    old["format_version"] = 1
+    path = tmp_path / "v1.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path),
+              metadata={META_KEY: _json.dumps(old), "format": "pt"})
+    meta = read_meta(path)
+    assert meta.calibration == {} and meta.format_version == 2
+    assert Predictor.load(path, device="cpu").temperature == 1.0

@@ -8,6 +8,7 @@ never the predicted class. `Predictor` applies the T stored in a model file's me
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
     conf, pred = probs.float().max(1)
     correct = (pred == labels).float()
     edges = torch.linspace(0, 1, n_bins + 1)
-    idx = torch.bucketize(conf, edges[1:-1], right=True)  # bin i holds (edges[i], edges[i+1]]
+    idx = torch.bucketize(conf, edges[1:-1])  # bin i holds (edges[i], edges[i+1]], as Guo et al.
     count = torch.bincount(idx, minlength=n_bins).float()
     conf_sum = torch.zeros(n_bins).index_add_(0, idx, conf)
     acc_sum = torch.zeros(n_bins).index_add_(0, idx, correct)
@@ -41,8 +42,16 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins
     return float(sum(c / n * abs(a - p) for c, a, p in zip(b["count"], b["accuracy"], b["confidence"])))
 
 
+MIN_SAMPLES = 20  # fewer held-out samples than this: no temperature is fitted (T = 1)
+T_RANGE = (0.05, 20.0)
+
+
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:
-    """The T > 0 minimising the NLL of softmax(logits / T) on (logits, labels), by L-BFGS on log T."""
+    """The T minimising the NLL of softmax(logits / T) on (logits, labels), by L-BFGS on log T.
+
+    Never fails a run: too few samples or non-finite logits give T = 1 (with a warning); T is
+    clamped to [0.05, 20].
+    """
     logits, labels = logits.detach().float(), labels.detach()
     log_t = torch.zeros((), requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
@@ -53,11 +62,16 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
         loss.backward()
         return loss
 
+    if len(labels) < MIN_SAMPLES or not torch.isfinite(logits).all():
+        warnings.warn(f"temperature scaling skipped ({len(labels)} samples, finite logits: "
+                      f"{bool(torch.isfinite(logits).all())}): T = 1")
+        return 1.0
     opt.step(closure)
     t = float(log_t.detach().exp())
-    if not np.isfinite(t) or t <= 0:
-        raise ImgclsError(f"temperature scaling did not converge (T={t})")
-    return t
+    if not np.isfinite(t):
+        warnings.warn("temperature scaling did not converge: T = 1")
+        return 1.0
+    return min(max(t, T_RANGE[0]), T_RANGE[1])  # a tiny or perfectly separated set would drive T to 0
 
 
 def calibration_report(logits: torch.Tensor, labels: torch.Tensor, temperature: float | None = None,
@@ -84,8 +98,10 @@ def plot_reliability(report: dict, path: str | Path, title: str = "Reliability")
         centers, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
         acc = np.where(np.array(b["count"]) > 0, b["accuracy"], 0)
         ax.bar(centers, acc, width=width * 0.95, color="#4c72b0", label="accuracy")
-        gap = np.where(np.array(b["count"]) > 0, np.array(b["confidence"]) - acc, 0)
-        ax.bar(centers, gap, bottom=acc, width=width * 0.95, color="#dd8452", alpha=0.6, label="gap to confidence")
+        conf = np.where(np.array(b["count"]) > 0, b["confidence"], 0)
+        # the gap between accuracy and confidence, hatched on top (above the bar: over-confident; inside: under-)
+        ax.bar(centers, np.abs(conf - acc), bottom=np.minimum(conf, acc), width=width * 0.95, facecolor="none",
+               edgecolor="#c44e52", hatch="///", lw=0.8, label="gap to confidence")
         ax.plot([0, 1], [0, 1], "k--", lw=1)
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=name)
         ax.legend(loc="upper left", fontsize=8)

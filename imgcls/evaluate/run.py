@@ -45,7 +45,7 @@ def evaluate_model(model: nn.Module, bundle: DataBundle, split: str, out_dir: Pa
     if tta:  # what TTA adds: the plain view's top-1 from the same pass
         metrics["top1_no_tta"] = (plain.argmax(1) == labels).float().mean().item()
     out_dir.mkdir(parents=True, exist_ok=True)
-    cal = calibration_report(logits, labels, temperature)
+    cal = calibration_report(plain, labels, temperature)  # plain logits: what Predictor computes and divides by T
     (out_dir / "calibration.json").write_text(json.dumps(cal, indent=2) + "\n")
     plot_reliability(cal, out_dir / "reliability.png", title=f"{bundle.name} {split}")
     metrics["calibration"] = {k: cal[k] for k in ("temperature", "temperature_fitted_here", "ece", "ece_scaled", "nll",
@@ -55,7 +55,7 @@ def evaluate_model(model: nn.Module, bundle: DataBundle, split: str, out_dir: Pa
     write_rows_csv(most_confused(metrics), out_dir / "most_confused.csv", ["true", "predicted", "count", "share_of_true"])
     plot_confusion_matrix(metrics["confusion_matrix"], bundle.classes, out_dir / "confusion_matrix.png",
                           title=f"{bundle.name} {split}: top-1 {metrics['top1']:.2%}")
-    write_worst(logits / cal["temperature"], labels, data, bundle, out_dir, worst_k)
+    write_worst(logits, labels, data, bundle, out_dir, worst_k)
     return metrics
 
 
@@ -79,7 +79,10 @@ def write_worst(logits: torch.Tensor, labels: torch.Tensor, data, bundle: DataBu
 def _thumbnail(data, i: int, channels: int, side: int = 128) -> np.ndarray:
     if data.images is not None:
         return data.images[i].permute(1, 2, 0).numpy()
-    img = open_image(data.ids[i], channels)
+    try:
+        img = open_image(data.ids[i], channels)
+    except ImgclsError:  # an unreadable file (the loader skipped it): a grey tile
+        return np.full((side, side, channels), 128, dtype=np.uint8)
     img.thumbnail((side, side))
     return np.asarray(img)
 
@@ -106,6 +109,8 @@ def evaluate(ckpt: str | Path | None = None, *, model: ModelConfig | dict | str 
         raise ImgclsError("pass either ckpt=PATH (a model file carries its architecture) or model=NAME with "
                           "model.pretrained=WEIGHTS, not both")
     if ckpt is None:
+        if calibrate:
+            raise ImgclsError("calibrate=true writes the temperature into a model file: pass ckpt=PATH")
         return _evaluate_pretrained(model, data=data, split=split, out_dir=out_dir, project=project,
                                     batch_size=batch_size, device=device, threads=threads, tta=tta or 0)
     set_threads(threads)

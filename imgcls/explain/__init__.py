@@ -1,6 +1,7 @@
-"""Tools to find out why a model is wrong: the learning-rate range test and the single-batch sanity check."""
+"""Tools to find out why a model is wrong: the learning-rate range test, the single-batch sanity check, Grad-CAM."""
 
+from imgcls.explain.gradcam import explain, find_target_layer
 from imgcls.explain.lr_find import LRFindResult, lr_find
 from imgcls.explain.sanity import SanityResult, sanity_check
 
-__all__ = ["LRFindResult", "SanityResult", "lr_find", "sanity_check"]
+__all__ = ["LRFindResult", "SanityResult", "explain", "find_target_layer", "lr_find", "sanity_check"]

@@ -43,7 +43,7 @@ def valley(lrs: list[float], losses: list[float]) -> int:
             if losses[i] < losses[j] and lds[i] < lds[j] + 1:
                 lds[i] = lds[j] + 1
             if lds[max_end] < lds[i]:
-                max_end, max_start = i, i - lds[i]
+                max_end, max_start = i, max(0, i - lds[i] + 1)  # the run's first index (fastai's is one too low)
     sections = (max_end - max_start) / 3
     return min(n - 1, max_start + int(sections) + int(sections / 2))
 
@@ -64,6 +64,7 @@ def run_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, batches, 
     ratios = [g.get("base_lr", g["lr"]) / main for g in optimizer.param_groups]
     lrs, raw, smoothed = [], [], []
     avg, best, diverged = 0.0, math.inf, False
+    was_training = model.training
     model.train()
     it = iter(batches)
     try:
@@ -94,6 +95,7 @@ def run_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, batches, 
     finally:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(opt_state)
+        model.train(was_training)
     keep = [i for i, s in enumerate(smoothed) if math.isfinite(s)]
     if len(keep) < 3:
         raise ImgclsError("the loss was not finite from the start: lower start_lr, or check the data and model")

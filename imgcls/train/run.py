@@ -22,7 +22,7 @@ from imgcls.config import (AugConfig, DataConfig, LossConfig, ModelConfig, Optim
 from imgcls.data import DataBundle, data_root, load_data, make_loader, write_split_lists
 from imgcls.errors import ImgclsError
 from imgcls.evaluate import evaluate_model, plot_learning_curves
-from imgcls.modelfile import ModelMeta, Preprocess, load_weights, save_model
+from imgcls.modelfile import ModelMeta, Preprocess, load_weights, read_meta, save_model
 from imgcls.models.build import build_model as build_net, fill_data_defaults
 from imgcls.device import amp_dtype as pick_amp_dtype
 from imgcls.device import autocast, grad_scaler, select_device, set_threads
@@ -81,7 +81,7 @@ def preprocess_of(bundle: DataBundle) -> Preprocess:
                       std=list(bundle.std), resize=bundle.resize)
 
 
-BUDGET_MARGIN = 5.0  # seconds kept free for metrics, plots, model files and printing at the end of a time-budgeted run
+BUDGET_MARGIN = 8.0  # seconds kept free for metrics, calibration, plots, model files and printing at the end of a time-budgeted run
 # The probe batch runs hotter in cache than the real evaluation's batches: measured here, a 200-image
 # probe predicted ~0.85x of what 2000-image batches took, hence the slack.
 EVAL_SLACK = 1.2
@@ -228,6 +228,8 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     budget = Budget(None)
     if tcfg.time_budget:
         reserve = estimate_eval_seconds(net, bundle, test_split, tcfg, device, dtype) if test_split else 0.0
+        if test_split == "test" and bundle.val is not None and len(bundle.val):  # the plain pass that fits T on val
+            reserve += estimate_eval_seconds(net, bundle, "val", dataclasses.replace(tcfg, tta=0), device, dtype)
         spent = age_at_start + time.perf_counter() - t_start
         budget = Budget(tcfg.time_budget - spent - reserve - BUDGET_MARGIN)
         print(f"time budget {tcfg.time_budget:.0f}s: {budget.seconds:.0f}s for training, {reserve:.0f}s kept for the test evaluation")
@@ -259,7 +261,7 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
         eval_net = ema.module if ema is not None else net
         load_weights(eval_net, best, arch=mcfg.name)
         t_eval = time.perf_counter()
-        if val_loader is not None:  # temperature scaling on held-out data, on plain logits as Predictor makes them
+        if val_loader is not None and split == "test":  # temperature scaling on held-out data, plain logits as Predictor
             val_logits, val_labels = predict_logits(eval_net, val_loader, device=device, amp_dtype=dtype)
             calibration.update(temperature=fit_temperature(val_logits, val_labels), fitted_on="val")
         metrics = evaluate_model(eval_net, bundle, split, run_dir, device=device, batch_size=tcfg.eval_batch_size,
@@ -274,6 +276,10 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
         save(eval_net, "best", summary)
         if result.best_epoch == len(result.history) or bundle.val is None:  # best is last: same weights, same numbers
             save(eval_net, "last", summary)
+        elif calibration:  # last keeps its own weights; give it the temperature too (fitted on best's val logits)
+            last_net = ema.module if ema is not None else net
+            load_weights(last_net, last, arch=mcfg.name)
+            save(last_net, "last", read_meta(last).metrics)
     total = time.perf_counter() - t_start
     profile = {"total": total, "before_training": t_fit - t_start, "training": result.train_seconds,
                **{f"train/{k}": v for k, v in result.phases.items()}}
