@@ -39,15 +39,26 @@ def _timm():
 
 @register_model
 def timm(*, num_classes: int, in_chans: int = 3, arch: str = "resnet18", download: bool = False,
-         drop_rate: float = 0.0) -> nn.Module:
-    """A timm model by name (`timm.list_models()`); `download=True` fetches its pretrained weights."""
+         drop_rate: float = 0.0, img_size: int | list[int] | None = None) -> nn.Module:
+    """A timm model by name (`timm.list_models()`); `download=True` fetches its pretrained weights.
+
+    `img_size` goes to models that are built for one input size (ViTs: their position embeddings
+    are resized to it); convolutional nets do not take it and work at any size.
+    """
     lib = _timm()
     if not lib.is_model(arch):
         close = lib.list_models(f"*{arch}*")[:8]
         raise ImgclsError(f"timm has no model {arch!r}" + (f"; similar: {', '.join(close)}" if close else ""))
+    kwargs = dict(pretrained=download, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
     try:
-        return lib.create_model(arch, pretrained=download, num_classes=num_classes, in_chans=in_chans,
-                                drop_rate=drop_rate)
+        if img_size is not None:
+            try:
+                return lib.create_model(arch, img_size=tuple(img_size) if isinstance(img_size, list) else img_size,
+                                        **kwargs)
+            except TypeError as e:
+                if "img_size" not in str(e):
+                    raise
+        return lib.create_model(arch, **kwargs)
     except (OSError, RuntimeError, ValueError) as e:
         if not download:
             raise

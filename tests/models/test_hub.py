@@ -138,3 +138,20 @@ def test_evaluating_weights_whose_head_does_not_fit_is_refused(tmp_path, image_f
     with pytest.raises(ImgclsError, match="random head"):
         evaluate(model={"name": "simple_cnn", "width": 4, "pretrained": str(path)},
                  data={"name": "folder", "root": str(image_folder())}, out_dir=tmp_path / "e", threads=1)
+
+
+def test_a_timm_vit_is_built_for_the_data_size_and_rebuilds_from_its_model_file(tmp_path):
+    from imgcls.modelfile import ModelMeta, Preprocess, load_model, save_model
+
+    net, args, _ = build_model(ModelConfig(name="timm", args={"arch": "vit_tiny_patch16_224"}), num_classes=3, in_chans=3,
+                               image_size=(32, 32))
+    assert args["img_size"] == 32 and net(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
+    meta = ModelMeta(arch="timm", arch_args=args, classes=["a", "b", "c"],
+                     preprocess=Preprocess(input_size=[32, 32], channels=3, mean=[0.5] * 3, std=[0.5] * 3))
+    again = load_model(save_model(tmp_path / "vit.safetensors", net, meta))
+    x = torch.randn(1, 3, 32, 32)
+    net.eval()
+    assert torch.equal(again(x), net(x))
+    cnn, args, _ = build_model(ModelConfig(name="timm", args={"arch": "resnet10t"}), num_classes=3, in_chans=3,
+                               image_size=(40, 40))  # a CNN takes any size: img_size is recorded, not needed
+    assert cnn(torch.zeros(1, 3, 40, 40)).shape == (1, 3)
