@@ -174,13 +174,7 @@ def write_per_class_csv(metrics: dict, path: str | Path) -> Path:
     Returns:
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(_CSV_COLUMNS))
-        writer.writeheader()
-        writer.writerows(per_class_rows(metrics))
-    return path
+    return write_rows_csv(per_class_rows(metrics), path, list(_CSV_COLUMNS))
 
 
 def most_confused(metrics: dict, k: int = 20) -> list[dict]:

@@ -20,7 +20,8 @@ _MAX_TICK_LABELS = 60  # beyond this tick labels overlap into a black smear
 _CURVE_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write a figure as PNG, creating the parent folder (every imgcls plot goes through here)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=_DPI, bbox_inches="tight")
@@ -91,7 +92,7 @@ def plot_confusion_matrix(
             for j in range(k):
                 ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=8,
                         color="white" if colours[i, j] > threshold else "black")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _read_curves(results_csv: Path) -> dict[str, list[tuple[float, float]]]:
@@ -154,7 +155,7 @@ def plot_learning_curves(results_csv: str | Path, path: str | Path) -> Path:
         if ax.has_data():
             ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_image_grid(images: list[np.ndarray], titles: list[str], path: str | Path, *, cols: int = 8,
@@ -174,4 +175,4 @@ def plot_image_grid(images: list[np.ndarray], titles: list[str], path: str | Pat
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

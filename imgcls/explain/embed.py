@@ -47,9 +47,9 @@ def plot_embedding(points: np.ndarray, labels: np.ndarray, classes: list[str], p
         handles = [ax.scatter([], [], color=sc.cmap(sc.norm(i)), label=c, s=20) for i, c in enumerate(classes)]
         ax.legend(handles=handles, fontsize=7, loc="best", markerscale=1.2)
     ax.set(title=title, xticks=[], yticks=[])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=120, bbox_inches="tight")
-    return path
+    from imgcls.evaluate.plots import save_figure
+
+    return save_figure(fig, path)
 
 
 def embed(ckpt: str | os.PathLike, *, data=None, split: str = "test", limit: int | None = 2000,

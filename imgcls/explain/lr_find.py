@@ -114,10 +114,9 @@ def plot_lr_find(result: LRFindResult, path: str | Path) -> Path:
            ylim=(min(finite) * 0.9, min(max(finite), 4 * min(finite)) * 1.05))
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=120, bbox_inches="tight")
-    return path
+    from imgcls.evaluate.plots import save_figure
+
+    return save_figure(fig, path)
 
 
 def lr_find(*, data: Any = None, model: Any = None, optim: Any = None, aug: Any = None, loss: Any = None,

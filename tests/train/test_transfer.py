@@ -153,10 +153,25 @@ def test_balanced_sampler_draws_every_class_about_equally():
     assert plain[0] == 300
 
 
-def test_class_weights_through_train(image_folder, tmp_path):
-    root = image_folder()
-    r = train(data={"name": "folder", "root": str(root), "sampler": "balanced"}, model=CNN,
+def test_class_weights_through_train(image_folder, tmp_path, monkeypatch):
+    """train() hands the balanced weights to the loss and a balanced sampler to the training loop."""
+    seen = []
+    real = loop_mod.train_one_epoch
+
+    def spy(model, loader, *args, class_weights=None, **kw):
+        seen.append((class_weights, getattr(loader, "sample_weights", None)))
+        return real(model, loader, *args, class_weights=class_weights, **kw)
+
+    monkeypatch.setattr(loop_mod, "train_one_epoch", spy)
+    root = image_folder(classes=("red", "green", "blue"))
+    (root / "train" / "red" / "000.png").unlink()  # red: 11 images, green and blue: 12
+    r = train(data={"name": "folder", "root": str(root), "sampler": "balanced", "val_fraction": 0}, model=CNN,
               loss={"class_weights": "balanced"}, trainer=trainer(tmp_path))
+    weights, sample_weights = seen[0]
+    y = np.array([0] * 12 + [1] * 12 + [2] * 11)  # sorted classes: blue, green, red
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=y)
+    assert weights is not None and torch.allclose(weights.cpu(), torch.tensor(expected, dtype=torch.float32))
+    assert sample_weights is not None and sample_weights.max() > sample_weights.min()  # red drawn more often per image
     assert (r.run_dir / "config.yaml").read_text().count("class_weights: balanced") == 1
     with pytest.raises(ImgclsError, match="loss.class_weights"):
         train(data={"name": "folder", "root": str(root)}, model=CNN, loss={"class_weights": "rare"},
