@@ -168,6 +168,31 @@ def cmd_visualize(cfg: DictConfig) -> None:
     print(f"grid: {out / 'visualize.png'}")
 
 
+def cmd_ablate(cfg: DictConfig) -> None:
+    from imgcls.ablation import run_ablation, spec_from_dict
+
+    spec = spec_from_dict(_plain(cfg, "ablation"))
+    out = cfg.out or str(Path(cfg.project) / "ablate" / spec.name)
+    r = run_ablation(spec, out, train_overrides=[str(o) for o in cfg.train_overrides or []], max_runs=cfg.max_runs,
+                     only=_names(cfg.only), check=True)
+    print(f"results: {r.table} ({len(r.ran)} run now, {len(r.skipped)} were there, {len(r.failed)} failed, "
+          f"{len(r.pending)} pending)")
+    for name, seed, err in r.failed:
+        print(f"failed: {name} seed {seed}: {err.splitlines()[0]}")
+    print(f"report: imgcls report study={out}")
+    if r.failed:
+        sys.exit(1)
+
+
+def cmd_report(cfg: DictConfig) -> None:
+    from imgcls.ablation import make_report
+
+    r = make_report(cfg.study, out_dir=cfg.out, name=cfg.name, notes=cfg.notes, title=cfg.title, command=cfg.command)
+    best = max(r.stats, key=lambda s: s.mean)
+    print(f"{len(r.stats)} variants; best: {best.name} {best.mean:.2f}% over {best.n} seed(s)")
+    print(f"report: {r.markdown} and {r.html} ({len(r.figures)} figures)")
+
+
 VERBS: dict[str, tuple[Callable[[DictConfig], None], str]] = {
     "train": (cmd_train, "train a model (data=, model=, optim=, sched=, aug=, trainer=, experiment=)"),
     "evaluate": (cmd_evaluate, "score a model file: ckpt=PATH [data=NAME] -> metrics.json, confusion matrix"),
@@ -178,6 +203,8 @@ VERBS: dict[str, tuple[Callable[[DictConfig], None], str]] = {
     "search": (cmd_search, "similar images: ckpt=PATH index=FOLDER query=IMAGE k=8 -> search.png"),
     "visualize": (cmd_visualize, "activation maximisation of classes or channels: ckpt=PATH -> visualize.png"),
     "sanity": (cmd_sanity, "overfit one batch (must reach 100%) + a grid of augmented images with labels"),
+    "ablate": (cmd_ablate, "run an ablation study: ablation=NAME -> results.csv (resumable: finished runs are kept)"),
+    "report": (cmd_report, "report of an ablation study: study=DIR -> report.md, report.html, plots"),
 }
 
 

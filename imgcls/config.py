@@ -40,15 +40,21 @@ class AugConfig:
     small_crop: Optional[int] = None  # small images: random crops of this side early on (cheaper steps, same scale)
     small_crop_until: float = 0.5  # ... for this share of training, then on full images
     crop_scale: list[float] = field(default_factory=lambda: [0.35, 1.0])  # large images: RandomResizedCrop area range
+    cutout: int = 0  # side in pixels of a square erased at a random place in each training image (DeVries & Taylor); 0 = off
+    policy: str = "none"  # none | trivialaugment | randaugment | autoaugment: torchvision's per-image policy (on uint8 images)
+    policy_group: int = 1  # small images: this many consecutive images share one draw of the policy (8 = ~6x cheaper on CPU)
+    mixup: float = 0.0  # MixUp Beta(alpha, alpha) of pairs of images and their labels in each batch; 0 = off
+    cutmix: float = 0.0  # CutMix alpha (a box of one image pasted into another, labels by area); 0 = off. Both on: one of the two per batch
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | adamw | muon (Muon for conv filters, Nesterov SGD for the rest)
+    name: str = "sgd"  # sgd | adam | adamw | muon (Muon for conv filters, Nesterov SGD for the rest)
     lr: float = 0.1  # peak learning rate (after warmup) of the SGD/AdamW groups, for a batch-mean loss
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = True  # Nesterov momentum (SGD and the SGD groups of muon)
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam and AdamW
+    # Adam: weight_decay is an L2 term added to the gradient; AdamW: decoupled (the weights shrink by lr * weight_decay)
     weight_decay: float = 5e-4  # on conv/linear weights; never on norms or biases unless decay_norms
     weight_decay_per_step: bool = False  # True: weight_decay = share a weight shrinks per step at peak lr, any lr
     decay_norms: bool = False  # also decay 1-d parameters (norm shifts, biases)
@@ -114,6 +120,9 @@ class ModelConfig:
     freeze: Optional[str] = None  # backbone = feature extraction: only the head trains (frozen batch-norm statistics too)
 
 
+AUG_POLICIES = ("none", "trivialaugment", "randaugment", "autoaugment")
+
+
 def _check(value: Any, allowed: tuple, key: str) -> None:
     if value not in allowed:
         raise ImgclsError(f"{key}={value!r} is not one of: {', '.join(map(str, allowed))}")
@@ -123,8 +132,14 @@ def validate(cfg: Any) -> None:
     """Reject bad enum values at the start of a run, not after an hour of training."""
     if isinstance(cfg, AugConfig):
         _check(cfg.flip_mode, ("random", "alternate"), "aug.flip_mode")
+        _check(cfg.policy, AUG_POLICIES, "aug.policy")
+        if cfg.policy_group < 1:
+            raise ImgclsError(f"aug.policy_group={cfg.policy_group} must be >= 1")
+        for key in ("cutout", "mixup", "cutmix"):
+            if getattr(cfg, key) < 0:
+                raise ImgclsError(f"aug.{key}={getattr(cfg, key)} must be >= 0 (0 = off)")
     elif isinstance(cfg, OptimConfig):
-        _check(cfg.name, ("sgd", "adamw", "muon"), "optim.name")
+        _check(cfg.name, ("sgd", "adam", "adamw", "muon"), "optim.name")
         if cfg.lr_mult < 1:
             raise ImgclsError(f"optim.lr_mult={cfg.lr_mult} must be >= 1 (the head's lr over the first layer's)")
     elif isinstance(cfg, SchedConfig):

@@ -44,7 +44,8 @@ def last_value(stdout: str, prefix: str) -> str:
 
 def test_help_lists_verbs(tmp_path):
     out = imgcls("--help", cwd=tmp_path).stdout
-    for verb in ("train", "evaluate", "predict", "lr-find", "sanity", "explain", "embed", "search", "visualize"):
+    for verb in ("train", "evaluate", "predict", "lr-find", "sanity", "explain", "embed", "search", "visualize", "ablate",
+                 "report"):
         assert f"  {verb}" in out
 
 

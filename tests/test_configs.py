@@ -105,3 +105,26 @@ def test_understanding_verbs_compose(verb, overrides, key):
     assert key in cfg and not OmegaConf.missing_keys(cfg)
     if verb == "embed":
         assert cfg.data.name == "mnist"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(cli.__file__).parent / "conf" / "ablation").glob("*.yaml")))
+def test_shipped_ablation_files_are_valid(name):
+    """Every variant of every shipped study composes and builds its model: a study never fails at its 30th run."""
+    from imgcls.ablation.run import check_variants
+
+    with initialize_config_module("imgcls.conf", version_base="1.3"):
+        cfg = compose("ablate", overrides=[f"ablation={name}"])
+    from imgcls.ablation import spec_from_dict
+
+    spec = spec_from_dict(OmegaConf.to_container(cfg.ablation))
+    assert spec.name == name and len(spec.variants) > 1 and spec.variants[0].name == "base"
+    check_variants(spec)
+
+
+def test_ablate_and_report_configs_compose():
+    with initialize_config_module("imgcls.conf", version_base="1.3"):
+        cfg = compose("report", overrides=["study=x"])
+    assert cfg.name == "report" and cfg.notes is None
+    with initialize_config_module("imgcls.conf", version_base="1.3"):
+        cfg = compose("ablate", overrides=["ablation=cifar10", "max_runs=2"])
+    assert cfg.max_runs == 2 and cfg.ablation.budget.seconds == 150 and cfg.out is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from imgcls.config import AugConfig
+from imgcls.data.augment import policy_transform
 from imgcls.data.bundle import DataBundle, Split
 from imgcls.data.file_loader import FileDataset, FileLoader, eval_transform, train_transform
 from imgcls.data.tensor_loader import TensorLoader
@@ -21,13 +22,17 @@ def make_loader(bundle: DataBundle, split: Split, *, train: bool, batch_size: in
     flip = train and (aug.flip if aug.flip is not None else bundle.flip_ok)
     drop_last = train and len(split) > batch_size  # no tiny last batch for batch norm
     weights = balanced_sample_weights(split.labels) if train and balanced else None
-    if split.images is not None:
+    small = split.images is not None
+    policy = policy_transform(aug.policy, small=small) if train else None
+    if small:
         return TensorLoader(split.images, split.labels, batch_size=batch_size, mean=bundle.mean, std=bundle.std,
                             shuffle=train, drop_last=drop_last, flip=flip, flip_mode=aug.flip_mode,
                             crop_pad=aug.crop_pad if train else 0, seed=seed, device=device, channels_last=channels_last,
-                            sample_weights=weights)
+                            sample_weights=weights, policy=policy, policy_group=aug.policy_group,
+                            cutout=aug.cutout if train else 0)
     if train:
-        tf = train_transform(bundle.image_size, bundle.mean, bundle.std, flip=flip, scale=aug.crop_scale)
+        tf = train_transform(bundle.image_size, bundle.mean, bundle.std, flip=flip, scale=aug.crop_scale,
+                             policy=policy, cutout=aug.cutout)
     else:
         tf = eval_transform(bundle.image_size, bundle.mean, bundle.std, resize=bundle.resize)
     ds = FileDataset(split.ids, split.labels, tf, bundle.channels)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from imgcls.data.augment import apply_policy, cutout
 import torch.nn.functional as F
 
 
@@ -64,12 +66,16 @@ class TensorLoader:
         device: str | torch.device = "cpu",
         channels_last: bool = False,
         sample_weights: torch.Tensor | None = None,  # (N,) draw probabilities: sample with replacement instead of shuffling
+        policy=None,  # a torchvision policy (e.g. TrivialAugmentWide) applied per image to the uint8 images
+        policy_group: int = 1,  # images sharing one draw of the policy
+        cutout: int = 0,  # side of the square erased in each image (after normalization: the mean colour)
     ):
         self.images = images.to(device)
         self.sample_weights = sample_weights.double() if sample_weights is not None else None
         self.labels = labels.to(device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.flip, self.crop_pad, self.seed, self.epoch = flip, crop_pad, seed, 0
+        self.policy, self.policy_group, self.cutout = policy, policy_group, cutout
         self.channels_last = channels_last
         if flip_mode not in ("random", "alternate"):
             raise ValueError(f"flip_mode must be random or alternate, got {flip_mode!r}")
@@ -102,7 +108,10 @@ class TensorLoader:
         for i in range(len(self)):
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
             idx = order[sl] if order is not None else None
-            x = (self.images[idx] if idx is not None else self.images[sl]).float()
+            x = self.images[idx] if idx is not None else self.images[sl]
+            if self.policy is not None:
+                x = apply_policy(x, self.policy, g, self.policy_group)
+            x = x.float()
             y = self.labels[idx] if idx is not None else self.labels[sl]
             if self.flip and self.flip_mode == "alternate":
                 base = self._flip_base[idx.cpu()] if idx is not None else self._flip_base[sl]
@@ -112,6 +121,8 @@ class TensorLoader:
             if self.crop_pad or self.crop_size:
                 x = random_translate(x, self.crop_pad, g, self.crop_size)
             x = (x - self.mean) / self.std
+            if self.cutout:
+                x = cutout(x, self.cutout, g)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y

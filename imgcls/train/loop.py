@@ -72,6 +72,7 @@ def train_one_epoch(
     step: int, total_steps: int, budget: Budget, device: torch.device, amp_dtype, scaler,
     label_smoothing: float = 0.0, ema: nn.Module | None = None, limit_batches: int | None = None,
     desc: str = "train", show_progress: bool = True, class_weights: torch.Tensor | None = None,
+    mix: Callable | None = None,
 ) -> dict:
     """One pass over `loader`; returns loss, accuracy, images seen, steps done and the last lr."""
     model.train()
@@ -86,6 +87,8 @@ def train_one_epoch(
         if i >= n_batches or budget.exhausted():
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if mix is not None:  # MixUp / CutMix: y becomes soft (B, K) targets
+            x, y = mix(x, y)
         clock.tick("data")  # fetching, augmenting and normalizing the batch
         lr = apply_schedule(optimizer, budget.progress(step, total_steps), sched)
         with autocast(device, amp_dtype):
@@ -102,7 +105,7 @@ def train_one_epoch(
         clock.tick("optimizer")
         step += 1
         loss_sum += loss.detach() * len(y)
-        correct += (out.argmax(1) == y).sum()
+        correct += (out.argmax(1) == (y.argmax(1) if y.ndim == 2 else y)).sum()
         seen += len(y)
         if show_progress and (i % 10 == 0 or i == n_batches - 1):  # .item() syncs the device: not every step
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
@@ -164,13 +167,14 @@ def fit(
     save_model: Callable[[nn.Module, str, dict], None], label_smoothing: float = 0.0, ema: nn.Module | None = None,
     patience: int = 0, budget: Budget | None = None, limit_batches: int | None = None,
     show_progress: bool = True, resume: bool = False, small_crop: tuple[int, float] | None = None,
-    class_weights: torch.Tensor | None = None,
+    class_weights: torch.Tensor | None = None, mix: Callable | None = None,
 ) -> FitResult:
     """Train for `epochs` (or until the time budget or early stopping), validating after each epoch.
 
     `save_model(model, "best" | "last", metrics)` writes a model file; the model passed is the EMA
     copy when EMA is on. With no validation loader the best model is the last one. `small_crop`
     = (side, share): epochs that start before that share of training train on random crops of that side.
+    `mix(x, y) -> (x, soft y)` transforms each training batch (MixUp / CutMix).
     """
     budget = budget or Budget()
     steps_per_epoch = min(len(train_loader), limit_batches or len(train_loader))
@@ -204,7 +208,7 @@ def fit(
                              total_steps=total_steps, budget=budget, device=device, amp_dtype=amp_dtype, scaler=scaler,
                              label_smoothing=label_smoothing, ema=ema, limit_batches=limit_batches,
                              desc=f"epoch {epoch + 1}/{epochs}", show_progress=show_progress,
-                             class_weights=class_weights)
+                             class_weights=class_weights, mix=mix)
         step, images_seen = tr["step"], images_seen + tr["images"]
         for k, v in tr["phases"].items():
             phases[k] = phases.get(k, 0.0) + v

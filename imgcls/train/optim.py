@@ -20,7 +20,7 @@ from imgcls.errors import ImgclsError
 from imgcls.train.muon import Muon
 
 SCHEDULES = ("cosine", "onecycle", "linear", "step", "constant")
-OPTIMIZERS = ("sgd", "adamw", "muon")
+OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
 
 
 def layer_scales(model: nn.Module, lr_mult: float) -> dict[str, tuple[int, float, bool]]:
@@ -80,6 +80,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, freeze_epochs: int = 0) 
         g["lr"] = g["base_lr"]
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.name == "adam":  # weight decay as an L2 term of the gradient (each group's own weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     return Muon(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, ns_steps=cfg.muon_ns_steps)

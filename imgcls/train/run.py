@@ -19,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from imgcls.config import (AugConfig, DataConfig, LossConfig, ModelConfig, OptimConfig, SchedConfig, TrainerConfig,
                            coerce, model_config)
+from imgcls.data.augment import batch_mix
 from imgcls.data import DataBundle, data_root, load_data, make_loader, write_split_lists
 from imgcls.errors import ImgclsError
 from imgcls.evaluate import evaluate_model, plot_learning_curves
@@ -152,13 +153,16 @@ def estimate_eval_seconds(net: nn.Module, bundle: DataBundle, split: str, tcfg: 
 def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | dict | str | None = None,
           optim: OptimConfig | dict | None = None, sched: SchedConfig | dict | None = None,
           aug: AugConfig | dict | None = None, loss: LossConfig | dict | None = None,
-          trainer: TrainerConfig | dict | None = None) -> TrainResult:
+          trainer: TrainerConfig | dict | None = None, budget_from: float | None = None) -> TrainResult:
     """Train a model; every group takes a config dataclass, a dict of overrides or (data, model) a name.
 
     Example: `imgcls.train(data={"name": "mnist"}, model="mlp", trainer={"epochs": 1})`.
+    A time budget (trainer.time_budget) counts from `budget_from` (a `time.perf_counter()` value), by
+    default from the start of the process: the imports count too, as they do for `imgcls train`.
     """
     t_start = time.perf_counter()
-    age_at_start = process_age()  # imports and anything before train() count against a time budget
+    # imports and anything before train() count against a time budget
+    age_at_start = process_age() if budget_from is None else max(0.0, t_start - budget_from)
     dcfg, mcfg = coerce(DataConfig, data, "data"), model_config(model)
     ocfg, scfg = coerce(OptimConfig, optim, "optim"), coerce(SchedConfig, sched, "sched")
     acfg, tcfg = coerce(AugConfig, aug, "aug"), coerce(TrainerConfig, trainer, "trainer")
@@ -248,7 +252,7 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
                  budget=budget, limit_batches=tcfg.limit_batches,
                  show_progress=tcfg.progress, resume=bool(tcfg.resume),
                  small_crop=(acfg.small_crop, acfg.small_crop_until) if acfg.small_crop else None,
-                 class_weights=weights)
+                 class_weights=weights, mix=batch_mix(acfg, len(bundle.classes)))
     if not result.history:
         raise ImgclsError(f"no epoch was trained in {run_dir} (the time budget is too small for one epoch)")
     plot_learning_curves(run_dir / "results.csv", run_dir / "learning_curves.png")
@@ -286,6 +290,7 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     if split:
         metrics["summary"]["total_seconds"] = round(total, 2)
         profile["test_evaluation"] = metrics["summary"]["eval_seconds"]
+    profile["images_seen"] = result.images_seen
     (run_dir / "profile.json").write_text(json.dumps({k: round(v, 3) for k, v in profile.items()}, indent=2))
     tta_note = f" with TTA level {tcfg.tta} ({metrics['top1_no_tta']:.2%} without)" if split and tcfg.tta else ""
     print(f"done in {total:.1f}s (training {result.train_seconds:.1f}s)"

@@ -114,7 +114,7 @@ def test_param_groups_keep_decay_off_1d_params():
         assert group_of(groups, p)["weight_decay"] == 0.0
 
 
-@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])
+@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
 def test_build_optimizer(name, cls):
     net = small_net()
     opt = build_optimizer(net, OptimConfig(name=name, lr=0.05, weight_decay=0.01))
