@@ -174,7 +174,7 @@ def cmd_ablate(cfg: DictConfig) -> None:
     spec = spec_from_dict(_plain(cfg, "ablation"))
     out = cfg.out or str(Path(cfg.project) / "ablate" / spec.name)
     r = run_ablation(spec, out, train_overrides=[str(o) for o in cfg.train_overrides or []], max_runs=cfg.max_runs,
-                     only=_names(cfg.only), check=True)
+                     only=_names(cfg.only), check=cfg.check)
     print(f"results: {r.table} ({len(r.ran)} run now, {len(r.skipped)} were there, {len(r.failed)} failed, "
           f"{len(r.pending)} pending)")
     for name, seed, err in r.failed:
@@ -193,6 +193,45 @@ def cmd_report(cfg: DictConfig) -> None:
     print(f"report: {r.markdown} and {r.html} ({len(r.figures)} figures)")
 
 
+def cmd_export(cfg: DictConfig) -> None:
+    from imgcls.deploy.export import export
+
+    r = export(cfg.ckpt, cfg.format, cfg.out, images=cfg.images, data=_plain(cfg, "data"), split=cfg.split,
+               check_images_n=cfg.check_images, atol=cfg.atol, min_agreement=cfg.min_agreement, overwrite=cfg.overwrite,
+               opset=cfg.opset)
+    print(f"parity: {r.parity.summary()}")
+    print(f"export: {r.path} ({r.path.stat().st_size / 1e6:.2f} MB, {r.seconds:.1f}s)")
+
+
+def cmd_quantize(cfg: DictConfig) -> None:
+    from imgcls.deploy.quantize import quantize
+
+    r = quantize(cfg.ckpt, cfg.mode, cfg.out, data=_plain(cfg, "data"), split=cfg.split, eval_images=cfg.eval_images,
+                 calib_images=cfg.calib_images, overwrite=cfg.overwrite, keep_first=cfg.keep_first)
+    print(r.summary())
+    print(f"int8 model: {r.path}")
+
+
+def cmd_prune(cfg: DictConfig) -> None:
+    from imgcls.deploy.prune import prune_model
+
+    r = prune_model(cfg.ckpt, cfg.amount, cfg.out, finetune_epochs=cfg.finetune_epochs, lr=cfg.lr,
+                    batch_size=cfg.batch_size, data=_plain(cfg, "data"), split=cfg.split, device=cfg.device,
+                    overwrite=cfg.overwrite)
+    print(r.summary())
+    print(f"pruned model file: {r.path}")
+
+
+def cmd_serve(cfg: DictConfig) -> None:
+    from imgcls.deploy.serve import ServeLimits, serve
+
+    limits = ServeLimits(max_file_bytes=int(cfg.max_file_mb * 2**20), max_request_bytes=int(cfg.max_request_mb * 2**20),
+                         max_files=cfg.max_files, max_pixels=cfg.max_pixels)
+    print(f"serving {cfg.ckpt} on http://{cfg.host}:{cfg.port}/ (POST /predict, GET /health, GET /model)")
+    serve(cfg.ckpt, host=cfg.host, port=cfg.port, device=cfg.device, api_key=cfg.api_key, top_k=cfg.top_k,
+          limits=limits, max_batch=cfg.max_batch, batch_window_ms=cfg.batch_window_ms)
+
+
 VERBS: dict[str, tuple[Callable[[DictConfig], None], str]] = {
     "train": (cmd_train, "train a model (data=, model=, optim=, sched=, aug=, trainer=, experiment=)"),
     "evaluate": (cmd_evaluate, "score a model file: ckpt=PATH [data=NAME] -> metrics.json, confusion matrix"),
@@ -205,6 +244,10 @@ VERBS: dict[str, tuple[Callable[[DictConfig], None], str]] = {
     "sanity": (cmd_sanity, "overfit one batch (must reach 100%) + a grid of augmented images with labels"),
     "ablate": (cmd_ablate, "run an ablation study: ablation=NAME -> results.csv (resumable: finished runs are kept)"),
     "report": (cmd_report, "report of an ablation study: study=DIR -> report.md, report.html, plots"),
+    "export": (cmd_export, "export a model file: ckpt=PATH format=onnx|pt2, checked against PyTorch on real images"),
+    "quantize": (cmd_quantize, "int8 ONNX (onnxruntime): ckpt=PATH mode=static|dynamic, accuracy and speed before/after"),
+    "prune": (cmd_prune, "global magnitude pruning: ckpt=PATH amount=0.5 [finetune_epochs=N] -> a pruned model file"),
+    "serve": (cmd_serve, "HTTP API + web page: ckpt=PATH [port=8000 api_key=...] -> POST /predict, GET /"),
 }
 
 

@@ -29,7 +29,8 @@ ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 class Predictor:
     """Predict with a trained model: `Predictor.load("runs/x/best.safetensors").predict("cat.jpg")`."""
 
-    def __init__(self, model: torch.nn.Module, *, device: str | torch.device = "cpu", batch_size: int = 64):
+    def __init__(self, model, *, device: str | torch.device = "cpu", batch_size: int = 64):
+        """`model`: a module with `.meta` (`load_model`), or an export runtime (`imgcls.deploy.runtime`)."""
         self.model = model.eval()
         self.meta = model.meta
         self.classes = self.meta.classes
@@ -43,7 +44,13 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "auto", batch_size: int = 64) -> "Predictor":
+        """A model file (.safetensors), or an export of one: .onnx (run by onnxruntime) or .pt2 (torch.export)."""
+        from imgcls.deploy.runtime import OnnxModel, load_runtime
+
         dev = select_device(device)
+        runtime = load_runtime(path, device=dev.type)
+        if runtime is not None:  # onnxruntime takes CPU arrays (its CUDA provider moves them itself)
+            return cls(runtime, device="cpu" if isinstance(runtime, OnnxModel) else dev, batch_size=batch_size)
         return cls(load_model(path, device=dev), device=dev, batch_size=batch_size)
 
     # ------------------------------------------------------------ inputs

@@ -25,6 +25,11 @@ from imgcls.errors import ImgclsError
 from imgcls.evaluate.plots import save_figure
 
 
+# A run whose 1-minute load average ended above this many times the core count shared the machine
+# (a training run keeps every core busy on its own: ~1x); the report names such runs.
+BUSY_LOAD = 1.15
+
+
 @dataclass
 class VariantStats:
     name: str
@@ -287,7 +292,7 @@ def make_report(study_dir: str | Path, *, out_dir: str | Path | None = None, nam
     hardware = sorted({r["hardware"] for r in rows})
     seeds = sorted({int(r["seed"]) for r in rows})
     dates = sorted(r["finished_at"] for r in rows)
-    loaded = [r for r in rows if _float(r.get("load_average"), 0.0) > 1.5 * _cpu_count_of(r["hardware"])]
+    loaded = [r for r in rows if _float(r.get("load_average"), 0.0) > BUSY_LOAD * _cpu_count_of(r["hardware"])]
 
     md = [f"# {title}", ""]
     if spec and spec.description:
@@ -308,7 +313,7 @@ def make_report(study_dir: str | Path, *, out_dir: str | Path | None = None, nam
                       f"{spec.seeds} seeds)" + (f"; not run yet: {', '.join(missing)}" if missing else "")
                       + (f"; fewer than {spec.seeds} seeds: {', '.join(short)}" if short else "") + ".")
     if loaded:
-        md.append(f"- {len(loaded)} run(s) finished with the 1-minute load average above 1.5x the core count "
+        md.append(f"- {len(loaded)} run(s) finished with the 1-minute load average above {BUSY_LOAD}x the core count "
                   f"(other work on the machine): {', '.join(r['variant'] + '-s' + r['seed'] for r in loaded)}.")
     md.append("")
     if notes_text:

@@ -19,7 +19,7 @@ from imgcls.data.image_io import open_image
 from imgcls.evaluate.calibration import calibration_report, plot_reliability
 from imgcls.evaluate.metrics import compute_metrics, most_confused, write_metrics, write_per_class_csv, write_rows_csv
 from imgcls.evaluate.plots import plot_confusion_matrix, plot_image_grid
-from imgcls.modelfile import load_model, save_model
+from imgcls.modelfile import ModelMeta, load_model, save_model
 from imgcls.models.build import build_model, fill_data_defaults, head_parameter_names
 from imgcls.device import select_device, set_threads
 from imgcls.evaluate.infer import predict_logits
@@ -87,6 +87,30 @@ def _thumbnail(data, i: int, channels: int, side: int = 128) -> np.ndarray:
     return np.asarray(img)
 
 
+def data_for_model(meta: ModelMeta, data: DataConfig | dict | str | None = None, split: str = "test", *,
+                   source: str = "the model file") -> tuple[DataBundle, DataConfig]:
+    """The data set a model file was trained on (or `data`), in the model's own input format.
+
+    Images get the model's size, channels and normalization whatever the data set's defaults are;
+    the classes must be the model's.
+    """
+    if data is None:
+        if "data" not in meta.train:
+            raise ImgclsError(f"{source} does not record its data set; pass data=NAME (and data.root=DIR)")
+        data = meta.train["data"]
+    cfg = coerce(DataConfig, data, "data")
+    pre = meta.preprocess
+    square = pre.input_size[0] == pre.input_size[1]  # a non-square size is the data's own: keep it
+    cfg = dataclasses.replace(cfg, channels=pre.channels, image_size=pre.input_size[0] if square else None,
+                              mean=pre.mean, std=pre.std,
+                              val_fraction=cfg.val_fraction if split == "val" else 0.0)
+    bundle = load_data(cfg)
+    if bundle.classes != meta.classes:
+        raise ImgclsError(f"the classes of data set {cfg.name!r} ({len(bundle.classes)}: {bundle.classes[:5]}...) differ from "
+                          f"the model's ({len(meta.classes)}: {meta.classes[:5]}...); evaluate on data with the same class folders")
+    return bundle, cfg
+
+
 def evaluate(ckpt: str | Path | None = None, *, model: ModelConfig | dict | str | None = None,
              data: DataConfig | dict | str | None = None, split: str = "test",
              out_dir: str | Path | None = None, project: str = "runs", batch_size: int = 1000,
@@ -117,21 +141,7 @@ def evaluate(ckpt: str | Path | None = None, *, model: ModelConfig | dict | str 
     dev = select_device(device)
     model = load_model(ckpt, device=dev)
     meta = model.meta
-    if data is None:
-        if "data" not in meta.train:
-            raise ImgclsError(f"{ckpt} does not record its data set; pass data=NAME (and data.root=DIR)")
-        data = meta.train["data"]
-    cfg = coerce(DataConfig, data, "data")
-    pre = meta.preprocess
-    # Evaluate with the model's own input format, whatever the data set's defaults are.
-    square = pre.input_size[0] == pre.input_size[1]  # a non-square size is the data's own: keep it
-    cfg = dataclasses.replace(cfg, channels=pre.channels, image_size=pre.input_size[0] if square else None,
-                              mean=pre.mean, std=pre.std,
-                              val_fraction=cfg.val_fraction if split == "val" else 0.0)
-    bundle = load_data(cfg)
-    if bundle.classes != meta.classes:
-        raise ImgclsError(f"the classes of data set {cfg.name!r} ({len(bundle.classes)}: {bundle.classes[:5]}...) differ from "
-                          f"the model's ({len(meta.classes)}: {meta.classes[:5]}...); evaluate on data with the same class folders")
+    bundle, cfg = data_for_model(meta, data, split, source=str(ckpt))
     out = Path(out_dir) if out_dir else new_run_dir(project, f"eval-{Path(ckpt).parent.name or 'model'}")
     if tta is None:
         tta = int(meta.train.get("config", {}).get("trainer", {}).get("tta", 0))

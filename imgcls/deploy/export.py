@@ -1,0 +1,188 @@
+"""`export`: a model file to ONNX (torch.onnx's torch.export-based exporter) or `.pt2` (torch.export), proven right.
+
+Each export carries the model file's metadata (classes, preprocessing, calibration) and is checked
+against the PyTorch model on real images: the largest absolute logit difference and the share of
+images with the same top-1 class are stored in the export and returned; beyond tolerance the export
+fails (the file is kept as `NAME.failed.EXT` to look at).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from imgcls.deploy.runtime import META_KEY, PARITY_KEY, PT2_META, PT2_PARITY, OnnxModel, Pt2Model
+from imgcls.errors import ImgclsError
+from imgcls.modelfile import ModelMeta, load_model
+
+FORMATS = ("onnx", "pt2")
+
+
+@dataclass
+class Parity:
+    images: int  # how many real images were compared
+    source: str  # where they came from
+    max_abs_diff: float  # largest |export logit - PyTorch logit|
+    top1_agreement: float  # share of images with the same predicted class
+    atol: float
+    min_agreement: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.atol and self.top1_agreement >= self.min_agreement
+
+    def summary(self) -> str:
+        return (f"max |logit difference| {self.max_abs_diff:.2e} (tolerance {self.atol:g}), top-1 agreement "
+                f"{self.top1_agreement:.2%} (at least {self.min_agreement:.2%}) on {self.images} images from {self.source}")
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    parity: Parity
+    seconds: float
+
+
+def check_images(meta: ModelMeta, *, images: str | os.PathLike | None = None, data=None, split: str = "test",
+                 n: int = 256) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """Up to `n` real images in the model's input format (N, C, H, W), their labels (None for a folder), a description.
+
+    From `images` (a folder or file) when given, else from the data set the model was trained on.
+    """
+    if images is not None:
+        from imgcls.predict import Predictor
+
+        p = Path(images)
+        if not p.exists():
+            raise ImgclsError(f"images={images}: no such file or folder")
+        pred = Predictor(_Stub(meta))
+        pils = [pred._to_pil(f) for f in pred._expand(str(p))[:n]]
+        return torch.stack([pred.transform(im) for im in pils]), None, f"{p} ({len(pils)} images)"
+    from imgcls.data import make_loader
+    from imgcls.evaluate.run import data_for_model
+
+    try:
+        bundle, cfg = data_for_model(meta, data, split)
+    except ImgclsError as e:
+        raise ImgclsError(f"{e}\nthe export is checked on real images: pass images=FOLDER, or data=... with the "
+                          f"data set the model was trained on") from None
+    ds = getattr(bundle, split, None)
+    if ds is None or not len(ds):
+        raise ImgclsError(f"data set {cfg.name} has no {split} split to check the export on; pass split=... or images=FOLDER")
+    x, y = next(iter(make_loader(bundle, ds, train=False, batch_size=min(n, len(ds)))))
+    return x, y, f"{cfg.name} {split}"
+
+
+class _Stub(torch.nn.Module):
+    """A stand-in model carrying only `meta`: lets `Predictor`'s input handling be reused without weights."""
+
+    def __init__(self, meta: ModelMeta):
+        super().__init__()
+        self.meta = meta
+
+
+@torch.no_grad()
+def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    return torch.cat([fn(x[i:i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)])
+
+
+def compare(ref: torch.Tensor, got: torch.Tensor, *, source: str, atol: float, min_agreement: float) -> Parity:
+    if got.shape != ref.shape:
+        raise ImgclsError(f"the export returns logits of shape {tuple(got.shape)}, PyTorch {tuple(ref.shape)}")
+    return Parity(images=len(ref), source=source, max_abs_diff=float((got - ref).abs().max()) if len(ref) else 0.0,
+                  top1_agreement=float((got.argmax(1) == ref.argmax(1)).float().mean()) if len(ref) else 1.0,
+                  atol=atol, min_agreement=min_agreement)
+
+
+def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path: Path, *, opset: int | None = None) -> None:
+    """torch.onnx.export with the torch.export-based exporter and a dynamic batch size."""
+    try:
+        import onnx  # noqa: F401  (the exporter needs onnx and onnxscript)
+        import onnxscript  # noqa: F401
+    except ImportError:  # pragma: no cover - dependencies
+        raise ImgclsError("ONNX export needs onnx and onnxscript: pip install onnx onnxscript") from None
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    kwargs = {"opset_version": opset} if opset else {}
+    try:
+        torch.onnx.export(model, (sample,), str(path), dynamo=True, input_names=["images"], output_names=["logits"],
+                          dynamic_shapes=({0: batch},), external_data=False, **kwargs)
+    except Exception as e:  # the exporter's errors are long; the first line says what failed
+        raise ImgclsError(f"ONNX export of {getattr(model.meta, 'arch', 'the model')} failed: "
+                          f"{str(e).strip().splitlines()[0]}") from None
+
+
+def set_onnx_metadata(path: Path, props: dict[str, str]) -> None:
+    import onnx
+
+    m = onnx.load(str(path))
+    existing = {p.key: p.value for p in m.metadata_props}
+    onnx.helper.set_model_props(m, {**existing, **props})
+    onnx.save(m, str(path))
+
+
+def export_pt2(model: torch.nn.Module, sample: torch.Tensor, path: Path, extra: dict[str, str]):
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    try:
+        program = torch.export.export(model, (sample,), dynamic_shapes=({0: batch},))
+    except Exception as e:
+        raise ImgclsError(f"torch.export of {model.meta.arch} failed: {str(e).strip().splitlines()[0]}") from None
+    torch.export.save(program, str(path), extra_files=extra)
+    return program
+
+
+def default_out(ckpt: str | os.PathLike, fmt: str) -> Path:
+    return Path(ckpt).with_suffix(f".{fmt}")
+
+
+def export(ckpt: str | os.PathLike, format: str = "onnx", out: str | os.PathLike | None = None, *,
+           images: str | os.PathLike | None = None, data=None, split: str = "test", check_images_n: int = 256,
+           atol: float = 1e-3, min_agreement: float = 0.999, overwrite: bool = False, opset: int | None = None
+           ) -> ExportResult:
+    """Export the model file `ckpt` to `format` (onnx | pt2) at `out` (default: beside it) and check it.
+
+    The check runs the export and the PyTorch model on up to `check_images_n` real images
+    (`images=FOLDER`, else the model's own data set, `split`) and raises `ImgclsError` when the largest
+    logit difference exceeds `atol` or top-1 agreement falls below `min_agreement`.
+    """
+    if format not in FORMATS:
+        raise ImgclsError(f"format={format!r} is not one of: {', '.join(FORMATS)}")
+    t0 = time.perf_counter()
+    out = Path(out) if out else default_out(ckpt, format)
+    if out.suffix.lower() != f".{format}":
+        raise ImgclsError(f"out={out} should end in .{format}")
+    if out.exists() and not overwrite:
+        raise ImgclsError(f"{out} exists; pass overwrite=true to replace it, or out=OTHER_PATH")
+    model = load_model(ckpt, device="cpu")
+    x, _, source = check_images(model.meta, images=images, data=data, split=split, n=check_images_n)
+    sample = x[:2] if len(x) >= 2 else torch.cat([x, x])  # a batch of 2: the batch size stays symbolic
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    meta_json = model.meta.to_json()
+    ref = batched(model, x)
+    if format == "onnx":
+        export_onnx(model, sample, tmp, opset=opset)
+        set_onnx_metadata(tmp, {META_KEY: meta_json})
+        got = batched(OnnxModel(tmp), x)
+    else:
+        program = export_pt2(model, sample, tmp, {PT2_META: meta_json})
+        got = batched(Pt2Model(tmp), x)
+    parity = compare(ref, got, source=source, atol=atol, min_agreement=min_agreement)
+    record = json.dumps({**asdict(parity), "passed": parity.passed})
+    if format == "onnx":
+        set_onnx_metadata(tmp, {PARITY_KEY: record})
+    else:
+        torch.export.save(program, str(tmp), extra_files={PT2_META: meta_json, PT2_PARITY: record})
+    if not parity.passed:
+        failed = out.with_name(f"{out.stem}.failed{out.suffix}")
+        os.replace(tmp, failed)
+        raise ImgclsError(f"the {format} export disagrees with the PyTorch model: {parity.summary()}; "
+                          f"kept as {failed} to inspect")
+    os.replace(tmp, out)
+    return ExportResult(path=out, format=format, parity=parity, seconds=time.perf_counter() - t0)

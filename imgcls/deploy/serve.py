@@ -1,0 +1,309 @@
+"""`serve`: a model file (or its ONNX / .pt2 export) behind an HTTP API, with a web page.
+
+    GET  /          the web page: drop or choose an image, see the top-k labels and a Grad-CAM overlay
+    GET  /health    {"status": "ok"}  (never needs the API key)
+    GET  /model     classes, preprocessing, metrics
+    POST /predict   multipart field `files` (one or several images) -> top-k per image
+    POST /explain   multipart field `file` (one image) -> top-k and a Grad-CAM overlay (PyTorch model files)
+
+Every bad request gets a JSON 4xx answer {"error": {"status", "code", "message"}}, and the server
+goes on serving: uploads are size-limited while they are read, images are checked for their pixel
+count before they are decoded (decompression bombs), and undecodable or truncated files are refused.
+Concurrent requests are batched: the model runs once for the images of all requests that arrive
+within `batch_window_ms` (up to `max_batch` images), in one worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import io
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from fastapi import Request  # at module level: FastAPI resolves the endpoints' annotations in this module
+from PIL import Image, UnidentifiedImageError
+
+from imgcls.data.image_io import to_mode
+from imgcls.errors import ImgclsError
+
+
+@dataclass
+class ServeLimits:
+    max_file_bytes: int = 10 * 2**20  # per uploaded file
+    max_request_bytes: int = 64 * 2**20  # whole request (Content-Length), checked before reading
+    max_files: int = 32  # files per request
+    max_pixels: int = 40_000_000  # width x height of one image, checked before decoding
+    max_top_k: int = 100
+
+
+class BadInput(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def decode_image(data: bytes, name: str, channels: int, max_pixels: int) -> Image.Image:
+    """An uploaded file's bytes as an image in the model's mode; BadInput naming the file otherwise."""
+    if not data:
+        raise BadInput(400, "empty_file", f"{name}: the file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.width * img.height > max_pixels:
+                raise BadInput(413, "too_many_pixels", f"{name}: {img.width}x{img.height} pixels, more than the "
+                                                       f"{max_pixels:,} this server accepts")
+            img.load()
+            return to_mode(img, channels)
+    except BadInput:
+        raise
+    except UnidentifiedImageError:
+        raise BadInput(415, "not_an_image", f"{name}: not an image file (or a format PIL cannot read)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadInput(413, "too_many_pixels", f"{name}: too many pixels (decompression bomb)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise BadInput(400, "unreadable_image", f"{name}: cannot decode the image ({e})") from None
+
+
+class MicroBatcher:
+    """Gather the images of concurrent requests into one model call (at most `max_batch` images or `window` s)."""
+
+    def __init__(self, fn: Callable[[list[Image.Image]], torch.Tensor], *, max_batch: int = 64, window: float = 0.005):
+        self.fn, self.max_batch, self.window = fn, max_batch, window
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgcls-model")
+        self.queue: asyncio.Queue | None = None
+        self.task: asyncio.Task | None = None
+        self.calls = 0  # model calls made (for tests and /health)
+
+    async def submit(self, images: list[Image.Image]) -> torch.Tensor:
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.queue = asyncio.Queue()
+            self.task = loop.create_task(self._worker())
+        fut = loop.create_future()
+        await self.queue.put((images, fut))
+        return await fut
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self.queue.get()]
+            n = len(items[0][0])
+            deadline = loop.time() + self.window
+            while n < self.max_batch:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+                items.append(item)
+                n += len(item[0])
+            images = [im for imgs, _ in items for im in imgs]
+            try:
+                out = await loop.run_in_executor(self.executor, self.fn, images)
+                self.calls += 1
+            except Exception as e:  # the model failed: every waiting request learns why
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            i = 0
+            for imgs, fut in items:
+                if not fut.done():
+                    fut.set_result(out[i:i + len(imgs)])
+                i += len(imgs)
+
+
+def page_html() -> str:
+    return resources.files("imgcls.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def create_app(ckpt: str | Path, *, device: str = "cpu", api_key: str | None = None, top_k: int = 5,
+               limits: ServeLimits | None = None, max_batch: int = 64, batch_window_ms: float = 5.0):
+    """The FastAPI app serving `ckpt` (a model file, .onnx or .pt2). Run it with uvicorn, or test it with TestClient."""
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.formparsers import MultiPartException
+
+    from imgcls.predict import Predictor
+
+    limits = limits or ServeLimits()
+    predictor = Predictor.load(ckpt, device=device)
+    meta = predictor.meta
+    fmt = Path(ckpt).suffix.lstrip(".").lower()
+    can_explain = isinstance(predictor.model, torch.nn.Module)  # Grad-CAM needs gradients: PyTorch model files
+
+    def run_model(images: list[Image.Image]) -> torch.Tensor:
+        return (predictor.logits(images) / predictor.temperature).softmax(1)
+
+    batcher = MicroBatcher(run_model, max_batch=max_batch, window=batch_window_ms / 1000)
+    app = FastAPI(title="imgcls", description=f"{meta.arch} classifying {len(meta.classes)} classes",
+                  version="1")
+    app.state.batcher = batcher
+    app.state.predictor = predictor
+    started = time.time()
+
+    def error(status: int, code: str, message: str) -> JSONResponse:
+        return JSONResponse({"error": {"status": status, "code": code, "message": message}}, status_code=status)
+
+    @app.exception_handler(BadInput)
+    async def _bad(_: Request, e: BadInput):
+        return error(e.status, e.code, e.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, e: StarletteHTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        return error(e.status_code, codes.get(e.status_code, "bad_request"), str(e.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError):
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", []))
+        return error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, e: Exception):  # a bug must not take the server down with it
+        return error(500, "internal_error", f"{type(e).__name__}: {e}")
+
+    def check_key(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("x-api-key") or ""
+        auth = request.headers.get("authorization", "")
+        if not given and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if not hmac.compare_digest(given.encode(), api_key.encode()):
+            raise BadInput(401, "unauthorized", "missing or wrong API key (header X-API-Key or Authorization: Bearer)")
+
+    def check_k(k: int | None) -> int:
+        k = top_k if k is None else k
+        if not 1 <= k <= limits.max_top_k:
+            raise BadInput(422, "invalid_request", f"top_k={k} must be between 1 and {limits.max_top_k}")
+        return min(k, len(meta.classes))
+
+    async def read_files(request: Request, field: str, *, single: bool) -> list[tuple[str, bytes]]:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limits.max_request_bytes:
+            raise BadInput(413, "too_large", f"request of {int(length):,} bytes; at most {limits.max_request_bytes:,}")
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise BadInput(415, "not_multipart", f"send the image(s) as multipart/form-data in the field '{field}'")
+        try:
+            form = await request.form(max_files=limits.max_files, max_fields=100)
+        except (MultiPartException, StarletteHTTPException) as e:  # starlette wraps the parser's errors in a 400
+            msg = str(getattr(e, "detail", None) or e)
+            if "Too many files" in msg:
+                raise BadInput(413, "too_many_files", msg) from None
+            raise BadInput(400, "bad_multipart", msg) from None
+        try:
+            uploads = [v for k, v in form.multi_items() if k == field and hasattr(v, "read")]
+            if not uploads:
+                sent = sorted({k for k, _ in form.multi_items()})
+                raise BadInput(422, "no_files", f"no file in the field '{field}'"
+                                                 + (f" (the request has: {', '.join(sent)})" if sent else ""))
+            if single and len(uploads) > 1:
+                raise BadInput(422, "one_file", f"send one file in the field '{field}', not {len(uploads)}")
+            out, total = [], 0
+            for i, up in enumerate(uploads):
+                name = up.filename or f"file {i + 1}"
+                data = await up.read(limits.max_file_bytes + 1)
+                if len(data) > limits.max_file_bytes:
+                    raise BadInput(413, "file_too_large", f"{name}: more than {limits.max_file_bytes:,} bytes")
+                total += len(data)
+                if total > limits.max_request_bytes:
+                    raise BadInput(413, "too_large", f"the files add up to more than {limits.max_request_bytes:,} bytes")
+                out.append((name, data))
+            return out
+        finally:
+            await form.close()
+
+    def result(probs: torch.Tensor, name: str, k: int) -> dict[str, Any]:
+        scores, idx = probs.topk(k)
+        top = [{"label": meta.classes[i], "score": round(float(s), 6)} for s, i in zip(scores.tolist(), idx.tolist())]
+        return {"filename": name, "label": top[0]["label"], "score": top[0]["score"], "index": int(idx[0]), "top_k": top}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse(page_html())
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "uptime_seconds": round(time.time() - started, 1), "model_calls": batcher.calls}
+
+    @app.get("/model")
+    async def model_info(request: Request):
+        check_key(request)
+        p = meta.preprocess
+        return {"arch": meta.arch, "format": fmt, "classes": meta.classes, "num_classes": len(meta.classes),
+                "preprocess": {"input_size": p.input_size, "channels": p.channels, "mean": p.mean, "std": p.std,
+                               "resize": p.resize},
+                "temperature": predictor.temperature, "explain": can_explain, "top_k": top_k,
+                "metrics": {k: v for k, v in meta.metrics.items() if isinstance(v, (int, float, str))},
+                "limits": vars(limits)}
+
+    @app.post("/predict")
+    async def predict(request: Request, top_k: int | None = None):
+        check_key(request)
+        k = check_k(top_k)
+        files = await read_files(request, "files", single=False)
+        images = [decode_image(data, name, predictor.channels, limits.max_pixels) for name, data in files]
+        probs = await batcher.submit(images)
+        return {"model": meta.arch, "predictions": [result(p, name, k) for p, (name, _) in zip(probs, files)]}
+
+    @app.post("/explain")
+    async def explain(request: Request, top_k: int | None = None):
+        check_key(request)
+        if not can_explain:
+            raise BadInput(501, "not_available", f"Grad-CAM needs the PyTorch model file; this server runs a .{fmt} export")
+        k = check_k(top_k)
+        (name, data), = await read_files(request, "file", single=True)
+        image = decode_image(data, name, predictor.channels, limits.max_pixels)
+        probs = (await batcher.submit([image]))[0]
+        loop = asyncio.get_running_loop()
+        overlay = await loop.run_in_executor(batcher.executor, _gradcam_png, predictor, image)
+        return {**result(probs, name, k), "overlay": "data:image/png;base64," + base64.b64encode(overlay).decode()}
+
+    return app
+
+
+def _gradcam_png(predictor, image: Image.Image) -> bytes:
+    """Grad-CAM of the predicted class over the image as the model saw it, as PNG bytes (at least 224 px)."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    from imgcls.explain.gradcam import explain_images
+
+    p = predictor.meta.preprocess
+    try:
+        exp = explain_images(predictor.model, [image], transform=predictor.transform, classes=predictor.classes,
+                             methods=["gradcam"], mean=p.mean, std=p.std, device=predictor.device)[0]
+    except ImgclsError as e:  # e.g. a dense net: no spatial layer to explain
+        raise BadInput(422, "cannot_explain", str(e)) from None
+    rgb = show_cam_on_image(exp.image.astype("float32"), exp.cams["gradcam"], use_rgb=True)
+    im = Image.fromarray(rgb)
+    if max(im.size) < 224:
+        scale = 224 / max(im.size)
+        im = im.resize((round(im.width * scale), round(im.height * scale)), Image.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def serve(ckpt: str | Path, *, host: str = "127.0.0.1", port: int = 8000, **kwargs) -> None:
+    """Run the app with uvicorn until interrupted (kwargs: those of `create_app`)."""
+    import uvicorn
+
+    if not Path(ckpt).is_file():
+        raise ImgclsError(f"ckpt={ckpt}: no such file")
+    app = create_app(ckpt, **kwargs)
+    uvicorn.run(app, host=host, port=port, log_level="info")
