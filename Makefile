@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Arguments for the main job, e.g. `make train ARGS="trainer.epochs=1"`.
 ARGS ?=
+# Test processes (pytest-xdist); tests are grouped by file so that a file's fixtures are made once.
+TEST_WORKERS ?= 2
 
 .PHONY: install train test clean
 
@@ -22,7 +24,7 @@ train: $(STAMP)
 
 # pytest exit code 5 ("no tests collected") counts as a failure: a suite that runs nothing is broken.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.cifar10_speed import cpu_name  # noqa: E402
+from benchmarks.doc_tables import replace_between_markers  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "inference.json"
 DOC = ROOT / "docs" / "deploy.md"
@@ -178,10 +179,7 @@ def write_table(results: dict) -> None:
         notes = [f"{r['path']}: {r['note']}" for r in res["rows"] if r.get("note")]
         parts.append("\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else [])))
     table = "\n\n".join(parts)
-    if DOC.is_file() and DOC.read_text().count(MARK) == 2:
-        before, _, rest = DOC.read_text().partition(MARK)
-        _, _, after = rest.partition(MARK)
-        DOC.write_text(f"{before}{MARK}\n{table}\n{MARK}{after}")
+    replace_between_markers(DOC, MARK, table)
     print(table)
 
 

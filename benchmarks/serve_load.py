@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.cifar10_speed import cpu_name  # noqa: E402
+from benchmarks.doc_tables import replace_between_markers  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "serve_load.json"
 DOC = ROOT / "docs" / "deploy.md"
@@ -109,10 +110,7 @@ def main() -> None:
              f"| {res['clients']} | {res['requests']} | {res['errors']} | {res['requests_per_second']} | {res['p50_ms']} | "
              f"{res['p95_ms']} | {res['p99_ms']} | {res['max_ms']} | {res['images_per_model_call']} |\n\n"
              f"{res['hardware']}, server and clients on the same machine, {res['date']}.")
-    if DOC.is_file() and DOC.read_text().count(MARK) == 2:
-        before, _, rest = DOC.read_text().partition(MARK)
-        _, _, after = rest.partition(MARK)
-        DOC.write_text(f"{before}{MARK}\n{table}\n{MARK}{after}")
+    replace_between_markers(DOC, MARK, table)
     print(json.dumps(res, indent=2))
 
 

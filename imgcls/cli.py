@@ -174,7 +174,7 @@ def cmd_ablate(cfg: DictConfig) -> None:
     spec = spec_from_dict(_plain(cfg, "ablation"))
     out = cfg.out or str(Path(cfg.project) / "ablate" / spec.name)
     r = run_ablation(spec, out, train_overrides=[str(o) for o in cfg.train_overrides or []], max_runs=cfg.max_runs,
-                     only=_names(cfg.only), check=cfg.check)
+                     only=_names(cfg.only), check=cfg.check, rerun=_names(cfg.rerun))
     print(f"results: {r.table} ({len(r.ran)} run now, {len(r.skipped)} were there, {len(r.failed)} failed, "
           f"{len(r.pending)} pending)")
     for name, seed, err in r.failed:
@@ -191,6 +191,16 @@ def cmd_report(cfg: DictConfig) -> None:
     best = max(r.stats, key=lambda s: s.mean)
     print(f"{len(r.stats)} variants; best: {best.name} {best.mean:.2f}% over {best.n} seed(s)")
     print(f"report: {r.markdown} and {r.html} ({len(r.figures)} figures)")
+
+
+def cmd_doctor(cfg: DictConfig) -> None:
+    from imgcls.data.doctor import doctor
+
+    r = doctor(_plain(cfg, "data"), out_dir=cfg.out, project=cfg.project, use_cache=cfg.cache, workers=cfg.workers)
+    print(r.summary())
+    print(f"report: {r.notes[-1]}/doctor.json")
+    if cfg.strict and r.problems:
+        sys.exit(1)
 
 
 def cmd_export(cfg: DictConfig) -> None:
@@ -244,6 +254,7 @@ VERBS: dict[str, tuple[Callable[[DictConfig], None], str]] = {
     "sanity": (cmd_sanity, "overfit one batch (must reach 100%) + a grid of augmented images with labels"),
     "ablate": (cmd_ablate, "run an ablation study: ablation=NAME -> results.csv (resumable: finished runs are kept)"),
     "report": (cmd_report, "report of an ablation study: study=DIR -> report.md, report.html, plots"),
+    "doctor": (cmd_doctor, "scan a data set: counts, sizes, modes, unreadable files, duplicates and train/test leakage"),
     "export": (cmd_export, "export a model file: ckpt=PATH format=onnx|pt2, checked against PyTorch on real images"),
     "quantize": (cmd_quantize, "int8 ONNX (onnxruntime): ckpt=PATH mode=static|dynamic, accuracy and speed before/after"),
     "prune": (cmd_prune, "global magnitude pruning: ckpt=PATH amount=0.5 [finetune_epochs=N] -> a pruned model file"),

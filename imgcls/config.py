@@ -110,6 +110,10 @@ class TrainerConfig:
     tta: int = 0  # test-time augmentation level of the final test evaluation: 0 none, 1 mirror, 2 mirror + shifts
     init_images: int = 5000  # training images given to a model's data-dependent init (e.g. patch whitening)
     freeze_epochs: int = 0  # fine-tuning (fastai style): train only the head for this many epochs, then everything
+    # Bit-identical reruns: deterministic kernels only (an error names any op without one), no cuDNN
+    # autotuning. Same seed, device, thread count and library versions give the same weights and
+    # results.csv (but its seconds). Not with time_budget (the clock decides how far training gets).
+    deterministic: bool = False
 
 
 @dataclass
@@ -148,6 +152,9 @@ def validate(cfg: Any) -> None:
         _check(cfg.tta, (0, 1, 2), "trainer.tta")
         if cfg.freeze_epochs < 0 or cfg.freeze_epochs >= cfg.epochs and cfg.freeze_epochs:
             raise ImgclsError(f"trainer.freeze_epochs={cfg.freeze_epochs} must be in [0, trainer.epochs={cfg.epochs})")
+        if cfg.deterministic and cfg.time_budget:
+            raise ImgclsError("trainer.deterministic=true cannot be combined with trainer.time_budget: how far a "
+                              "time-budgeted run gets depends on the machine's speed; give trainer.epochs instead")
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise ImgclsError(f"trainer.epochs and trainer.batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
     elif isinstance(cfg, DataConfig):

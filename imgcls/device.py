@@ -49,3 +49,16 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
     """Loss scaling is needed for fp16 only; a disabled scaler is a no-op."""
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+def set_deterministic(on: bool) -> None:
+    """Deterministic kernels only (torch raises for an op without one) and no cuDNN autotuning; off restores defaults.
+
+    cuBLAS needs CUBLAS_WORKSPACE_CONFIG before CUDA starts: it is set here when missing, which is in
+    time unless this process has already used CUDA.
+    """
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = on

@@ -292,7 +292,7 @@ def make_report(study_dir: str | Path, *, out_dir: str | Path | None = None, nam
     hardware = sorted({r["hardware"] for r in rows})
     seeds = sorted({int(r["seed"]) for r in rows})
     dates = sorted(r["finished_at"] for r in rows)
-    loaded = [r for r in rows if _float(r.get("load_average"), 0.0) > BUSY_LOAD * _cpu_count_of(r["hardware"])]
+    loaded = busy_runs(rows)
 
     md = [f"# {title}", ""]
     if spec and spec.description:
@@ -313,8 +313,9 @@ def make_report(study_dir: str | Path, *, out_dir: str | Path | None = None, nam
                       f"{spec.seeds} seeds)" + (f"; not run yet: {', '.join(missing)}" if missing else "")
                       + (f"; fewer than {spec.seeds} seeds: {', '.join(short)}" if short else "") + ".")
     if loaded:
-        md.append(f"- {len(loaded)} run(s) finished with the 1-minute load average above {BUSY_LOAD}x the core count "
-                  f"(other work on the machine): {', '.join(r['variant'] + '-s' + r['seed'] for r in loaded)}.")
+        md.append(f"- **Shared machine**: {len(loaded)} run(s) got less CPU than the others (under {BUSY_SHARE:.0%} of the "
+                  f"study's median CPU time per wall second) or ended with the 1-minute load average above {BUSY_LOAD}x "
+                  f"the cores, so other work slowed them: {', '.join(loaded)}.")
     md.append("")
     if notes_text:
         md += [notes_text.strip(), ""]
@@ -359,6 +360,27 @@ def make_report(study_dir: str | Path, *, out_dir: str | Path | None = None, nam
     html_path.write_text(HTML_PAGE.format(title=html.escape(title),
                                           body=markdown.markdown(text, extensions=["tables", "fenced_code"])))
     return Report(markdown=md_path, html=html_path, figures=figures, stats=stats)
+
+
+BUSY_SHARE = 0.85  # a run with less CPU per wall second than this share of the study's median shared the machine
+
+
+def busy_runs(rows: list[dict]) -> list[str]:
+    """"variant-sSEED" of the runs that other work on the machine slowed down (see BUSY_SHARE, BUSY_LOAD)."""
+    shares = {}
+    for r in rows:
+        wall, cpu = _float(r.get("wall_seconds")), _float(r.get("cpu_seconds"))
+        if wall > 0 and cpu > 0:
+            shares[id(r)] = cpu / wall
+    median = statistics.median(shares.values()) if shares else None
+    out = []
+    for r in rows:
+        share = shares.get(id(r))
+        low_cpu = share is not None and median is not None and share < BUSY_SHARE * median
+        high_load = _float(r.get("load_average"), 0.0) > BUSY_LOAD * _cpu_count_of(r["hardware"])
+        if low_cpu or high_load:
+            out.append(f"{r['variant']}-s{r['seed']}")
+    return out
 
 
 def _cpu_count_of(hw: str) -> int:

@@ -36,7 +36,7 @@ from imgcls.errors import ImgclsError
 
 COLUMNS = ["study", "variant", "factor", "overrides", "budget", "seed", "test_top1", "test_top1_no_tta", "epochs",
            "train_seconds", "eval_seconds", "total_seconds", "images_per_second", "curve", "run_dir", "hardware",
-           "torch", "load_average", "finished_at"]
+           "torch", "load_average", "finished_at", "wall_seconds", "cpu_seconds"]
 BASE = "base"  # name of the variant without overrides: the recipe every other variant is compared with
 
 
@@ -138,7 +138,24 @@ def read_table(path: str | Path) -> list[dict]:
 
 
 def append_row(path: Path, row: dict) -> None:
-    """Append one row as one write (and fsync): a study killed at any moment leaves whole rows only."""
+    """Append one row as one write (and fsync): a study killed at any moment leaves whole rows only.
+
+    A table written with fewer columns (an older imgcls) is first rewritten with today's header, its
+    rows kept (new columns empty), atomically.
+    """
+    if path.is_file() and path.stat().st_size:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != COLUMNS:
+            rows = read_table(path)
+            tmp = path.with_name(path.name + ".tmp")
+            with tmp.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(rows)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     new = not path.is_file() or path.stat().st_size == 0
@@ -149,6 +166,36 @@ def append_row(path: Path, row: dict) -> None:
         f.write(buf.getvalue())
         f.flush()
         os.fsync(f.fileno())
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (a subprocess run counts when it ends)."""
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
+
+
+def drop_rows(table: Path, tags: set[str], log: Callable[[str], None]) -> None:
+    """Move the rows of runs "VARIANT-sSEED" in `tags` from `table` to dropped.csv beside it (atomically)."""
+    rows = read_table(table)
+    tag = lambda r: f"{r['variant']}-s{r['seed']}"  # noqa: E731
+    unknown = tags - {tag(r) for r in rows}
+    if unknown:
+        raise ImgclsError(f"rerun: no such run(s) in {table}: {', '.join(sorted(unknown))} (names are VARIANT-sSEED)")
+    for r in rows:
+        if tag(r) in tags:
+            append_row(table.with_name("dropped.csv"), r)
+    tmp = table.with_name(table.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(r for r in rows if tag(r) not in tags)
+    os.replace(tmp, table)
+    log(f"moved {len(tags)} run(s) to {table.with_name('dropped.csv')} to train them again: {', '.join(sorted(tags))}")
 
 
 def hardware() -> str:
@@ -291,8 +338,13 @@ def run_record(run_dir: Path) -> dict:
     summary = metrics.get("summary", {})
     train_s = float(profile.get("training", summary.get("train_seconds", 0.0)))
     images = float(profile.get("images_seen", 0.0))
+    n_train = profile.get("train_images")
+    if n_train is None and (run_dir / "splits" / "train.txt").is_file():  # runs of an older imgcls
+        n_train = sum(1 for _ in (run_dir / "splits" / "train.txt").open())
+    # epochs as passes over the training set: a time budget usually ends training inside an epoch
+    epochs = round(images / n_train, 2) if images and n_train else len(history)
     return {"test_top1": metrics["top1"], "test_top1_no_tta": metrics.get("top1_no_tta", metrics["top1"]),
-            "epochs": len(history), "train_seconds": round(train_s, 2),
+            "epochs": epochs, "train_seconds": round(train_s, 2),
             "eval_seconds": summary.get("eval_seconds", profile.get("test_evaluation")),
             "total_seconds": round(float(profile.get("total", 0.0)), 2),
             "images_per_second": round(images / train_s, 1) if train_s > 0 and images else ""}
@@ -333,13 +385,15 @@ def check_table(spec: AblationSpec, rows: list[dict], table: Path) -> None:
 
 def run_ablation(spec: AblationSpec | dict, out_dir: str | Path, *, train_overrides: list[str] | None = None,
                  runner: Callable[[list[str], Path], Path] | None = None, max_runs: int | None = None,
-                 only: list[str] | None = None, check: bool = False,
+                 only: list[str] | None = None, check: bool = False, rerun: list[str] | None = None,
                  log: Callable[[str], None] | None = None) -> AblationResult:
     """Train every (variant, seed) of `spec` missing from `out_dir/results.csv`, appending a row per finished run.
 
     `train_overrides` go to every run (e.g. `data.root=DIR`); `max_runs` stops after that many
     runs (the rest stay pending); `only` restricts to some variants; `check` composes every variant and
-    builds its model first (`check_variants`), so a typo fails before the first run. Writes `study.yaml` (the spec),
+    builds its model first (`check_variants`), so a typo fails before the first run; `rerun` lists runs
+    ("VARIANT-sSEED", e.g. ones the report says shared the machine) whose rows move from results.csv
+    to dropped.csv (kept, not deleted) so that they are trained again. Writes `study.yaml` (the spec),
     `curves/<variant>-s<seed>.csv` (per-epoch training curve) and `logs/`; the run folders go to
     `out_dir/runs`.
     """
@@ -349,6 +403,8 @@ def run_ablation(spec: AblationSpec | dict, out_dir: str | Path, *, train_overri
     for sub in ("curves", "logs", "runs"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     table = out_dir / "results.csv"
+    if rerun:
+        drop_rows(table, set(rerun), log)
     rows = read_table(table)
     check_table(spec, rows, table)
     if check:
@@ -375,6 +431,7 @@ def run_ablation(spec: AblationSpec | dict, out_dir: str | Path, *, train_overri
                      "trainer.progress=false"]
         log(f"[{i + 1}/{len(todo)}] {tag}: {overrides_key(v.overrides) or '(base recipe)'}")
         t0 = time.perf_counter()
+        cpu0 = _cpu_seconds()
         try:
             run_dir = runner(overrides, out_dir / "logs" / f"{tag}.log")
             rec = run_record(Path(run_dir))
@@ -388,7 +445,9 @@ def run_ablation(spec: AblationSpec | dict, out_dir: str | Path, *, train_overri
                "budget": spec.budget, "seed": seed, **rec, "curve": curve.as_posix(), "run_dir": str(run_dir),
                "hardware": hw, "torch": torch.__version__,
                "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else "",
-               "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+               "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+               # CPU time the run got: with the wall time, shows whether other work shared the machine
+               "wall_seconds": round(time.perf_counter() - t0, 2), "cpu_seconds": round(_cpu_seconds() - cpu0, 2)}
         append_row(table, row)
         result.ran.append((v.name, seed))
         log(f"  test top-1 {rec['test_top1']:.2%} in {rec['epochs']} epochs, {rec['train_seconds']:.0f}s training "

@@ -31,8 +31,12 @@ def default_cache_dir(cache_dir: str | None) -> Path:
 def fingerprint(paths: list[str], size: tuple[int, int], channels: int) -> str:
     h = hashlib.sha1(json.dumps([CACHE_VERSION, list(size), channels]).encode())
     for p in paths:
-        st = os.stat(p)
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            st = os.stat(p)
+            sig = f"{st.st_size}\0{st.st_mtime_ns}"
+        except OSError as e:  # a broken link or link loop: decoding will name it; it must not stop the fingerprint
+            sig = f"error {e.errno}"
+        h.update(f"{p}\0{sig}\n".encode())
     return h.hexdigest()[:20]
 
 
@@ -72,7 +76,9 @@ def decode_images(
     keep = [i for i, r in enumerate(results) if not isinstance(r, str)]
     errors = [r for r in results if isinstance(r, str)]
     if keep:
-        images = torch.from_numpy(np.stack([results[i] for i in keep]))
+        # contiguous (N, C, H, W), as a cache hit returns it: the memory format decides which conv kernels run,
+        # so a first (decoding) run and later (cached) runs would differ in the last bits
+        images = torch.from_numpy(np.stack([results[i] for i in keep])).contiguous()
     else:
         images = torch.zeros((0, channels, *size), dtype=torch.uint8)
     cache.parent.mkdir(parents=True, exist_ok=True)

@@ -63,20 +63,49 @@ class FileLoader:
     """A DataLoader remade every epoch with a generator seeded by (seed, epoch), for exact resumption."""
 
     def __init__(self, dataset: FileDataset, *, batch_size: int, shuffle: bool, drop_last: bool = False,
-                 workers: int = 2, seed: int = 0, pin_memory: bool = False, sample_weights: torch.Tensor | None = None):
+                 workers: int = 2, seed: int = 0, pin_memory: bool = False, sample_weights: torch.Tensor | None = None,
+                 rank: int = 0, world: int = 1):
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
         self.sample_weights = sample_weights  # balanced sampling: draws with replacement instead of shuffling
         self.workers, self.seed, self.epoch, self.pin_memory = workers, seed, 0, pin_memory
+        # Multi-process training: as TensorLoader, a rank's slice of every global batch (training) or a
+        # contiguous block (evaluation).
+        self.rank, self.world = rank, world
+        if world > 1 and shuffle:
+            if batch_size % world:
+                raise ValueError(f"the batch size {batch_size} must be a multiple of the {world} processes")
+            self.drop_last = True
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
+    def _block(self) -> range:
         n = len(self.dataset)
+        return range(self.rank * n // self.world, (self.rank + 1) * n // self.world)
+
+    def __len__(self) -> int:
+        n = len(self.dataset) if self.world == 1 or self.shuffle else len(self._block())
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _sharded_batches(self, g: torch.Generator) -> list[list[int]]:
+        n = len(self.dataset)
+        if not self.shuffle:
+            block = list(self._block())
+            return [block[i:i + self.batch_size] for i in range(0, len(block), self.batch_size)]
+        if self.sample_weights is not None:
+            order = torch.multinomial(self.sample_weights.double(), n, replacement=True, generator=g).tolist()
+        else:
+            order = torch.randperm(n, generator=g).tolist()
+        local = self.batch_size // self.world
+        return [order[i * self.batch_size + self.rank * local: i * self.batch_size + (self.rank + 1) * local]
+                for i in range(len(self))]
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.world > 1:
+            yield from DataLoader(self.dataset, batch_sampler=self._sharded_batches(g), num_workers=self.workers,
+                                  pin_memory=self.pin_memory)
+            return
         sampler = WeightedRandomSampler(self.sample_weights.double(), len(self.dataset), replacement=True, generator=g) \
             if self.sample_weights is not None else None
         loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=self.shuffle and sampler is None,

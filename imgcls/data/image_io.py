@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import warnings
 
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -32,8 +34,26 @@ def to_mode(img: Image.Image, channels: int) -> Image.Image:
     return img.convert(target)
 
 
+def check_regular_file(path: str | os.PathLike) -> None:
+    """Raise `ImgclsError` unless `path` is a regular file: opening a pipe would block, a link loop or dangling link fails."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImgclsError(f"{path}: " + ("a broken symbolic link" if os.path.islink(path) else "no such file")) from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ImgclsError(f"{path}: a symbolic link loop") from None
+        raise ImgclsError(f"{path}: cannot read ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImgclsError(f"{path}: is a directory, not an image")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImgclsError(f"{path}: not a regular file (a pipe, socket or device)")
+
+
 def open_image(path: str | os.PathLike, channels: int = 3) -> Image.Image:
     """Open, fully decode and convert an image; raise `ImgclsError` naming `path` if it cannot be read."""
+    if isinstance(path, (str, os.PathLike)):
+        check_regular_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

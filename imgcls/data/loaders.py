@@ -13,10 +13,12 @@ from imgcls.data.tensor_loader import TensorLoader
 
 def make_loader(bundle: DataBundle, split: Split, *, train: bool, batch_size: int, aug: AugConfig | None = None,
                 seed: int = 0, device: str | torch.device = "cpu", channels_last: bool = False, workers: int = 2,
-                balanced: bool = False):
+                balanced: bool = False, rank: int = 0, world: int = 1):
     """A loader of normalized float batches; `train=True` shuffles and augments, else neither.
 
     `balanced=True` (training only) draws every class equally often (with replacement) instead of shuffling.
+    With `world` > 1 processes, each gets its share (`rank`): a slice of every training batch, a block of
+    the evaluation data.
     """
     aug = aug or AugConfig()
     flip = train and (aug.flip if aug.flip is not None else bundle.flip_ok)
@@ -29,7 +31,7 @@ def make_loader(bundle: DataBundle, split: Split, *, train: bool, batch_size: in
                             shuffle=train, drop_last=drop_last, flip=flip, flip_mode=aug.flip_mode,
                             crop_pad=aug.crop_pad if train else 0, seed=seed, device=device, channels_last=channels_last,
                             sample_weights=weights, policy=policy, policy_group=aug.policy_group,
-                            cutout=aug.cutout if train else 0)
+                            cutout=aug.cutout if train else 0, rank=rank, world=world)
     if train:
         tf = train_transform(bundle.image_size, bundle.mean, bundle.std, flip=flip, scale=aug.crop_scale,
                              policy=policy, cutout=aug.cutout)
@@ -37,7 +39,7 @@ def make_loader(bundle: DataBundle, split: Split, *, train: bool, batch_size: in
         tf = eval_transform(bundle.image_size, bundle.mean, bundle.std, resize=bundle.resize)
     ds = FileDataset(split.ids, split.labels, tf, bundle.channels)
     return FileLoader(ds, batch_size=batch_size, shuffle=train, drop_last=drop_last, workers=workers, seed=seed,
-                      pin_memory=torch.device(device).type == "cuda", sample_weights=weights)
+                      pin_memory=torch.device(device).type == "cuda", sample_weights=weights, rank=rank, world=world)
 
 
 def balanced_sample_weights(labels: torch.Tensor) -> torch.Tensor:

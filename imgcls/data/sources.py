@@ -77,7 +77,8 @@ def _torchvision_dataset_class(name: str):
 
 
 def _images_in(d: Path) -> list[str]:
-    return sorted(str(p) for p in d.rglob("*") if p.is_file() and is_image_file(p))
+    """Files named like images under `d`; broken links, link loops and pipes are kept so the loader names them."""
+    return sorted(str(p) for p in d.rglob("*") if is_image_file(p) and not p.is_dir())
 
 
 def _class_dirs(d: Path) -> list[Path]:
@@ -122,8 +123,15 @@ def _probe_size(paths: list[str], channels: int) -> tuple[int, int]:
             sizes.append((img.height, img.width))
         except ImgclsError:
             continue
+    for p in paths if not sizes else []:  # a folder of mostly bad files: look further than the sample
+        try:
+            img = open_image(p, channels)
+            sizes.append((img.height, img.width))
+            break
+        except ImgclsError:
+            continue
     if not sizes:
-        raise ImgclsError(f"none of the sampled images could be read, e.g. {paths[0]}")
+        raise ImgclsError(f"none of the {len(paths)} image files could be read, e.g. {paths[0]}")
     return Counter(sizes).most_common(1)[0][0], max(max(s) for s in sizes)
 
 

@@ -69,6 +69,8 @@ class TensorLoader:
         policy=None,  # a torchvision policy (e.g. TrivialAugmentWide) applied per image to the uint8 images
         policy_group: int = 1,  # images sharing one draw of the policy
         cutout: int = 0,  # side of the square erased in each image (after normalization: the mean colour)
+        rank: int = 0,  # multi-process training: this process's share (see `shard`)
+        world: int = 1,
     ):
         self.images = images.to(device)
         self.sample_weights = sample_weights.double() if sample_weights is not None else None
@@ -76,6 +78,16 @@ class TensorLoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.flip, self.crop_pad, self.seed, self.epoch = flip, crop_pad, seed, 0
         self.policy, self.policy_group, self.cutout = policy, policy_group, cutout
+        # With `world` processes: training takes this rank's 1/world slice of every global batch (all
+        # ranks draw the same order, so the slices are disjoint and together are the one-process batch);
+        # evaluation takes a contiguous 1/world block of the data (gathered in rank order afterwards).
+        self.rank, self.world = rank, world
+        if world > 1 and shuffle:
+            if batch_size % world:
+                raise ValueError(f"the batch size {batch_size} must be a multiple of the {world} processes")
+            self.drop_last = True  # every process must make the same number of steps
+        n = len(labels)
+        self.block = slice(rank * n // world, (rank + 1) * n // world)
         self.channels_last = channels_last
         if flip_mode not in ("random", "alternate"):
             raise ValueError(f"flip_mode must be random or alternate, got {flip_mode!r}")
@@ -95,7 +107,8 @@ class TensorLoader:
         self.crop_size = size if size and size < self.images.shape[-1] else None
 
     def __len__(self) -> int:
-        n = len(self.labels) / self.batch_size
+        n = len(self.labels) if self.world == 1 or self.shuffle else self.block.stop - self.block.start
+        n = n / self.batch_size
         return int(n) if self.drop_last else math.ceil(n)
 
     def __iter__(self):
@@ -105,8 +118,18 @@ class TensorLoader:
             order = torch.multinomial(self.sample_weights, n, replacement=True, generator=g).to(self.labels.device)
         else:
             order = torch.randperm(n, generator=g).to(self.labels.device) if self.shuffle else None
+        if self.world > 1:  # the order is shared; augmentation draws are each process's own
+            g_order, g = g, torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7919 * self.rank + 1)
+        local = self.batch_size // self.world if (self.world > 1 and order is not None) else self.batch_size
         for i in range(len(self)):
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            if self.world > 1 and order is not None:  # this rank's slice of global batch i
+                start = i * self.batch_size + self.rank * local
+                sl = slice(start, start + local)
+            elif self.world > 1:  # evaluation: batches over this rank's block
+                start = self.block.start + i * self.batch_size
+                sl = slice(start, min(start + self.batch_size, self.block.stop))
+            else:
+                sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
             idx = order[sl] if order is not None else None
             x = self.images[idx] if idx is not None else self.images[sl]
             if self.policy is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -163,26 +165,32 @@ def export(ckpt: str | os.PathLike, format: str = "onnx", out: str | os.PathLike
     x, _, source = check_images(model.meta, images=images, data=data, split=split, n=check_images_n)
     sample = x[:2] if len(x) >= 2 else torch.cat([x, x])  # a batch of 2: the batch size stays symbolic
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    meta_json = model.meta.to_json()
-    ref = batched(model, x)
-    if format == "onnx":
-        export_onnx(model, sample, tmp, opset=opset)
-        set_onnx_metadata(tmp, {META_KEY: meta_json})
-        got = batched(OnnxModel(tmp), x)
-    else:
-        program = export_pt2(model, sample, tmp, {PT2_META: meta_json})
-        got = batched(Pt2Model(tmp), x)
-    parity = compare(ref, got, source=source, atol=atol, min_agreement=min_agreement)
-    record = json.dumps({**asdict(parity), "passed": parity.passed})
-    if format == "onnx":
-        set_onnx_metadata(tmp, {PARITY_KEY: record})
-    else:
-        torch.export.save(program, str(tmp), extra_files={PT2_META: meta_json, PT2_PARITY: record})
-    if not parity.passed:
-        failed = out.with_name(f"{out.stem}.failed{out.suffix}")
-        os.replace(tmp, failed)
-        raise ImgclsError(f"the {format} export disagrees with the PyTorch model: {parity.summary()}; "
-                          f"kept as {failed} to inspect")
-    os.replace(tmp, out)
+    # Written under its final name in a temporary folder (a .pt2 archive names its root after the file),
+    # then moved into place once checked.
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = tmp_dir / out.name
+    try:
+        meta_json = model.meta.to_json()
+        ref = batched(model, x)
+        if format == "onnx":
+            export_onnx(model, sample, tmp, opset=opset)
+            set_onnx_metadata(tmp, {META_KEY: meta_json})
+            got = batched(OnnxModel(tmp), x)
+        else:
+            program = export_pt2(model, sample, tmp, {PT2_META: meta_json})
+            got = batched(Pt2Model(tmp), x)
+        parity = compare(ref, got, source=source, atol=atol, min_agreement=min_agreement)
+        record = json.dumps({**asdict(parity), "passed": parity.passed})
+        if format == "onnx":
+            set_onnx_metadata(tmp, {PARITY_KEY: record})
+        else:
+            torch.export.save(program, str(tmp), extra_files={PT2_META: meta_json, PT2_PARITY: record})
+        if not parity.passed:
+            failed = out.with_name(f"{out.stem}.failed{out.suffix}")
+            os.replace(tmp, failed)
+            raise ImgclsError(f"the {format} export disagrees with the PyTorch model: {parity.summary()}; "
+                              f"kept as {failed} to inspect")
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return ExportResult(path=out, format=format, parity=parity, seconds=time.perf_counter() - t0)

@@ -7,8 +7,10 @@ export, so `Predictor` runs an export exactly as it runs a model file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,26 @@ class OnnxModel:
         return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])
 
 
+@contextlib.contextmanager
+def _tensors_only():
+    """torch.export.load unpickles the weights in a .pt2 with weights_only=False: force True while it runs.
+
+    A .pt2 made by torch.export holds plain tensors, which load either way; a crafted one whose
+    pickles would run code is refused instead (pickle.UnpicklingError).
+    """
+    original = torch.load
+
+    def safe_load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    torch.load = safe_load
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
 class Pt2Model:
     """An imgcls `.pt2` export (torch.export's ExportedProgram) as a module."""
 
@@ -76,7 +98,11 @@ class Pt2Model:
             raise ImgclsError(f"{path}: no such file")
         extra = {PT2_META: "", PT2_PARITY: ""}
         try:
-            program = torch.export.load(str(self.path), extra_files=extra)
+            with _tensors_only():
+                program = torch.export.load(str(self.path), extra_files=extra)
+        except pickle.UnpicklingError as e:
+            raise ImgclsError(f"refused to load {path}: it holds pickled objects other than tensors, which could run "
+                              f"code ({str(e).splitlines()[0][:200]})") from None
         except Exception as e:  # a zip that is no exported program, a truncated file, ...
             raise ImgclsError(f"{path} is not a torch.export program: {str(e).splitlines()[0]}") from None
         if not extra[PT2_META]:

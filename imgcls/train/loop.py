@@ -24,6 +24,7 @@ from imgcls.config import SchedConfig
 from imgcls.evaluate.infer import predict_logits
 from imgcls.train.checkpoint import load_state, save_state
 from imgcls.device import autocast
+from imgcls.train.distributed import SINGLE, Dist, all_sum, barrier, gather_cat
 from imgcls.train.optim import apply_schedule, set_epoch
 
 RESULTS_COLUMNS = ["epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
@@ -36,13 +37,17 @@ class Budget:
     seconds: float | None = None
     clock: Callable[[], float] = time.perf_counter
     spent_before: float = 0.0  # seconds used by earlier (resumed) sessions of this run
+    # Multi-process training: the slowest process's clock (an all-reduce), so that every process
+    # follows the same schedule and stops at the same step.
+    reduce: Callable[[float], float] | None = None
     _start: float = field(default=0.0, init=False)
 
     def start(self) -> None:
         self._start = self.clock()
 
     def elapsed(self) -> float:
-        return self.spent_before + self.clock() - self._start
+        local = self.spent_before + self.clock() - self._start
+        return self.reduce(local) if self.reduce is not None and self.seconds else local
 
     def progress(self, step: int, total_steps: int) -> float:
         p = step / max(total_steps, 1)
@@ -50,6 +55,14 @@ class Budget:
 
     def exhausted(self) -> bool:
         return self.seconds is not None and self.elapsed() >= self.seconds
+
+
+def _without_ddp(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel (evaluation needs no gradient sync; files want plain keys)."""
+    inner = getattr(model, "_orig_mod", model)
+    if isinstance(inner, torch.nn.parallel.DistributedDataParallel):
+        return inner.module
+    return model
 
 
 def freeze_norm_statistics(model: nn.Module) -> None:
@@ -167,14 +180,16 @@ def fit(
     save_model: Callable[[nn.Module, str, dict], None], label_smoothing: float = 0.0, ema: nn.Module | None = None,
     patience: int = 0, budget: Budget | None = None, limit_batches: int | None = None,
     show_progress: bool = True, resume: bool = False, small_crop: tuple[int, float] | None = None,
-    class_weights: torch.Tensor | None = None, mix: Callable | None = None,
+    class_weights: torch.Tensor | None = None, mix: Callable | None = None, dist: Dist = SINGLE,
 ) -> FitResult:
     """Train for `epochs` (or until the time budget or early stopping), validating after each epoch.
 
     `save_model(model, "best" | "last", metrics)` writes a model file; the model passed is the EMA
     copy when EMA is on. With no validation loader the best model is the last one. `small_crop`
     = (side, share): epochs that start before that share of training train on random crops of that side.
-    `mix(x, y) -> (x, soft y)` transforms each training batch (MixUp / CutMix).
+    `mix(x, y) -> (x, soft y)` transforms each training batch (MixUp / CutMix). With `dist` (several
+    processes, see imgcls.train.distributed) the epoch's loss and accuracy are summed over the
+    processes, validation logits gathered, and only rank 0 writes files.
     """
     budget = budget or Budget()
     steps_per_epoch = min(len(train_loader), limit_batches or len(train_loader))
@@ -183,18 +198,23 @@ def fit(
     start_epoch, step, best_acc, best_epoch, bad_epochs, images_seen = 0, 0, -math.inf, 0, 0, 0
     state_path = run_dir / "state.safetensors"
     if resume:
-        info = load_state(state_path, model=model, optimizer=optimizer, ema=ema, scaler=scaler, device=device)
+        if dist.is_main:
+            for stale in run_dir.glob("*.tmp"):  # half-written files of a session that was killed
+                stale.unlink(missing_ok=True)
+        info = load_state(state_path, model=getattr(model, "module", model), optimizer=optimizer, ema=ema, scaler=scaler,
+                          device=device)
         start_epoch, step, history = info["epoch"], info["step"], info["history"]
         best_acc, best_epoch, bad_epochs = info["best_acc"], info["best_epoch"], info["bad_epochs"]
         budget.spent_before, images_seen = info["train_seconds"], info.get("images_seen", 0)
-        write_results(history, run_dir / "results.csv")  # a kill between state and results.csv loses no row
+        if dist.is_main:
+            write_results(history, run_dir / "results.csv")  # a kill between state and results.csv loses no row
         if info.get("finished"):
             tqdm.write(f"{run_dir} had already finished ({len(history)} epochs): nothing left to train")
             start_epoch = epochs
     budget.start()
     stopped_early = False
     phases: dict[str, float] = {}
-    eval_model = ema.module if ema is not None else model
+    eval_model = ema.module if ema is not None else _without_ddp(model)
     for epoch in range(start_epoch, epochs):
         if budget.exhausted():
             break
@@ -209,6 +229,9 @@ def fit(
                              label_smoothing=label_smoothing, ema=ema, limit_batches=limit_batches,
                              desc=f"epoch {epoch + 1}/{epochs}", show_progress=show_progress,
                              class_weights=class_weights, mix=mix)
+        if dist.enabled:  # the epoch's numbers over all processes
+            loss_sum, correct, seen = all_sum(dist, [tr["loss"] * tr["images"], tr["acc"] * tr["images"], tr["images"]])
+            tr.update(loss=loss_sum / max(seen, 1), acc=correct / max(seen, 1), images=int(seen))
         step, images_seen = tr["step"], images_seen + tr["images"]
         for k, v in tr["phases"].items():
             phases[k] = phases.get(k, 0.0) + v
@@ -217,6 +240,7 @@ def fit(
         if val_loader is not None:
             t_val = time.perf_counter()
             logits, labels = predict_logits(eval_model, val_loader, device=device, amp_dtype=amp_dtype)
+            logits, labels = gather_cat(dist, logits), gather_cat(dist, labels)
             phases["validation"] = phases.get("validation", 0.0) + time.perf_counter() - t_val
             row["val_loss"] = round(F.cross_entropy(logits, labels).item(), 6)
             row["val_acc"] = round((logits.argmax(1) == labels).float().mean().item(), 6)
@@ -229,18 +253,21 @@ def fit(
         else:
             bad_epochs += 1
         metrics = {k: row[k] for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")}
-        save_model(eval_model, "last", metrics)
-        if improved:
-            save_model(eval_model, "best", metrics)
         done = epoch + 1 == epochs or budget.exhausted() or (patience and bad_epochs >= patience)
         info = {"epoch": epoch + 1, "step": step, "history": history, "best_acc": best_acc, "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs, "train_seconds": budget.elapsed(), "images_seen": images_seen,
                 "finished": bool(done)}
-        save_state(state_path, model=model, optimizer=optimizer, ema=ema, scaler=scaler, info=info)
-        write_results(history, run_dir / "results.csv")
-        val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f}" if val_loader is not None else ""
-        tqdm.write(f"epoch {epoch + 1}/{epochs}: train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f}"
-                   f"{val} ({row['seconds']:.1f}s)")
+        if dist.is_main:  # one process writes: models, the training state, then results.csv
+            save_model(eval_model, "last", metrics)
+            if improved:
+                save_model(eval_model, "best", metrics)
+            save_state(state_path, model=getattr(model, "module", model), optimizer=optimizer, ema=ema, scaler=scaler,
+                       info=info)
+            write_results(history, run_dir / "results.csv")
+            val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f}" if val_loader is not None else ""
+            tqdm.write(f"epoch {epoch + 1}/{epochs}: train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f}"
+                       f"{val} ({row['seconds']:.1f}s)")
+        barrier(dist)  # the others wait until the state is on disk (a resume finds it whole)
         if patience and bad_epochs >= patience:
             stopped_early = True
             tqdm.write(f"early stopping: no val improvement for {patience} epochs (best epoch {best_epoch})")

@@ -26,11 +26,14 @@ from imgcls.evaluate import evaluate_model, plot_learning_curves
 from imgcls.modelfile import ModelMeta, Preprocess, load_weights, read_meta, save_model
 from imgcls.models.build import build_model as build_net, fill_data_defaults
 from imgcls.device import amp_dtype as pick_amp_dtype
-from imgcls.device import autocast, grad_scaler, select_device, set_threads
+from imgcls.device import autocast, grad_scaler, select_device, set_deterministic, set_threads
 from imgcls.evaluate.calibration import fit_temperature
 from imgcls.evaluate.infer import predict_logits
 from imgcls.evaluate.tta import tta_logits
 from imgcls.train.loop import Budget, fit
+from imgcls.train.distributed import all_max, barrier, broadcast, device_for
+from imgcls.train.distributed import init as init_distributed
+from imgcls.train.distributed import shutdown as shutdown_distributed
 from imgcls.train.optim import build_optimizer
 from imgcls.run_dir import new_run_dir, resume_dir
 
@@ -167,26 +170,29 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     ocfg, scfg = coerce(OptimConfig, optim, "optim"), coerce(SchedConfig, sched, "sched")
     acfg, tcfg = coerce(AugConfig, aug, "aug"), coerce(TrainerConfig, trainer, "trainer")
     lcfg = coerce(LossConfig, loss, "loss")
+    dist = init_distributed(tcfg.device)  # torchrun: this process's rank among WORLD_SIZE (else one process)
+    say = print if dist.is_main else (lambda *a, **k: None)  # one process talks
     run_dir = None
     if tcfg.resume:  # a resumed run continues with the configuration it was started with
         run_dir = resume_dir(tcfg.project, tcfg.name or default_run_name(dcfg, mcfg), tcfg.resume)
         dcfg, mcfg, ocfg, scfg, acfg, lcfg, tcfg = saved_config(run_dir, tcfg)
-        print(f"resuming {run_dir} with its saved configuration (config.yaml)")
+        say(f"resuming {run_dir} with its saved configuration (config.yaml)")
     set_threads(tcfg.threads)
-    device = select_device(tcfg.device)
+    set_deterministic(tcfg.deterministic)
+    device = device_for(dist, select_device(tcfg.device))
     seed_everything(tcfg.seed)
     dcfg, implied = fill_data_defaults(dcfg, mcfg)  # size/normalization the pretrained weights expect
     if implied:
-        print(f"from the pretrained weights: {', '.join(f'data.{k}={v}' for k, v in implied.items())}")
+        say(f"from the pretrained weights: {', '.join(f'data.{k}={v}' for k, v in implied.items())}")
     bundle = load_data(dcfg)
     for note in bundle.notes[:20]:
-        print(f"note: {note}")
+        say(f"note: {note}")
     # After seeding: the initial weights depend on the seed only. A resumed run restores its own weights.
     net, arch_args, report = build_model(dataclasses.replace(mcfg, pretrained=None) if tcfg.resume else mcfg, bundle)
     if report is not None:
-        print(report.summary())
+        say(report.summary())
     if (mcfg.freeze or tcfg.freeze_epochs) and not mcfg.pretrained:
-        print("warning: model.freeze / trainer.freeze_epochs without model.pretrained freeze randomly initialised layers")
+        say("warning: model.freeze / trainer.freeze_epochs without model.pretrained freeze randomly initialised layers")
     net.to(device)
     channels_last = tcfg.channels_last if tcfg.channels_last is not None else device.type == "cuda"
     if channels_last:
@@ -202,12 +208,18 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     config = {"data": data_record, "model": model_record,
               "optim": dataclasses.asdict(ocfg), "sched": dataclasses.asdict(scfg), "aug": dataclasses.asdict(acfg),
               "loss": dataclasses.asdict(lcfg), "trainer": dataclasses.asdict(tcfg)}
-    if run_dir is None:
-        run_dir = new_run_dir(tcfg.project, tcfg.name or default_run_name(dcfg, mcfg))
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        write_split_lists(bundle, run_dir / "splits")
+    if run_dir is None:  # rank 0 makes the folder; the others learn its name
+        if dist.is_main:
+            run_dir = new_run_dir(tcfg.project, tcfg.name or default_run_name(dcfg, mcfg))
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            write_split_lists(bundle, run_dir / "splits")
+        run_dir = Path(broadcast(dist, str(run_dir) if run_dir else None))
 
-    loader_args = dict(device=device, channels_last=channels_last, workers=dcfg.workers)
+    loader_args = dict(device=device, channels_last=channels_last, workers=dcfg.workers, rank=dist.rank,
+                       world=dist.world)
+    if dist.enabled and tcfg.batch_size % dist.world:
+        raise ImgclsError(f"trainer.batch_size={tcfg.batch_size} is the global batch: it must be a multiple of the "
+                          f"{dist.world} processes")
     train_loader = make_loader(bundle, bundle.train, train=True, batch_size=tcfg.batch_size, aug=acfg,
                                seed=tcfg.seed, balanced=dcfg.sampler == "balanced", **loader_args)
     val_loader = make_loader(bundle, bundle.val, train=False, batch_size=tcfg.eval_batch_size, **loader_args) \
@@ -217,13 +229,22 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
         if tcfg.ema_decay > 0 else None
     dtype = pick_amp_dtype(device, tcfg.amp)
     scaler = grad_scaler(device, dtype)
-    train_net = torch.compile(net) if tcfg.compile else net
+    train_net = net
+    if dist.enabled:  # gradients averaged over the processes; parameters that stop training mid-run are allowed for
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_net = DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=bool(ocfg.stop or tcfg.freeze_epochs or mcfg.freeze))
+    train_net = torch.compile(train_net) if tcfg.compile else train_net
     preprocess = preprocess_of(bundle)
     recipe = {"data": config["data"], "config": config}
 
     calibration: dict[str, Any] = {}  # the softmax temperature, fitted on val after training
 
     def save(m: nn.Module, which: str, metrics: dict) -> None:
+        if not dist.is_main:
+            return
         meta = ModelMeta(arch=mcfg.name, arch_args=arch_args, classes=bundle.classes, preprocess=preprocess,
                          metrics=metrics, train=recipe, calibration=dict(calibration))
         save_model(run_dir / f"{which}.safetensors", m, meta)
@@ -235,13 +256,15 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
         if test_split == "test" and bundle.val is not None and len(bundle.val):  # the plain pass that fits T on val
             reserve += estimate_eval_seconds(net, bundle, "val", dataclasses.replace(tcfg, tta=0), device, dtype)
         spent = age_at_start + time.perf_counter() - t_start
-        budget = Budget(tcfg.time_budget - spent - reserve - BUDGET_MARGIN)
-        print(f"time budget {tcfg.time_budget:.0f}s: {budget.seconds:.0f}s for training, {reserve:.0f}s kept for the test evaluation")
+        # every process follows rank 0's budget and the slowest clock (see Budget.reduce)
+        budget = Budget(broadcast(dist, tcfg.time_budget - spent - reserve - BUDGET_MARGIN),
+                        reduce=(lambda v: all_max(dist, v)) if dist.enabled else None)
+        say(f"time budget {tcfg.time_budget:.0f}s: {budget.seconds:.0f}s for training, {reserve:.0f}s kept for the test evaluation")
         if budget.seconds <= 0:
             raise ImgclsError(f"trainer.time_budget={tcfg.time_budget} leaves no time for training after loading and evaluation")
-    print(f"training {mcfg.name} on {bundle.name} ({len(bundle.train)} train, "
-          f"{len(bundle.val) if bundle.val is not None else 0} val images, {len(bundle.classes)} classes) "
-          f"on {device} in {run_dir}")
+    say(f"training {mcfg.name} on {bundle.name} ({len(bundle.train)} train, "
+        f"{len(bundle.val) if bundle.val is not None else 0} val images, {len(bundle.classes)} classes) "
+        f"on {device} in {run_dir}" + (f" with {dist.world} processes" if dist.enabled else ""))
     weights = class_weights_of(lcfg, bundle)
     if weights is not None:
         weights = weights.to(device)
@@ -250,11 +273,17 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
                  sched=scfg, device=device, amp_dtype=dtype, scaler=scaler, save_model=save,
                  label_smoothing=tcfg.label_smoothing, ema=ema, patience=tcfg.patience,
                  budget=budget, limit_batches=tcfg.limit_batches,
-                 show_progress=tcfg.progress, resume=bool(tcfg.resume),
+                 show_progress=tcfg.progress and dist.is_main, resume=bool(tcfg.resume),
                  small_crop=(acfg.small_crop, acfg.small_crop_until) if acfg.small_crop else None,
-                 class_weights=weights, mix=batch_mix(acfg, len(bundle.classes)))
+                 class_weights=weights, mix=batch_mix(acfg, len(bundle.classes)), dist=dist)
     if not result.history:
         raise ImgclsError(f"no epoch was trained in {run_dir} (the time budget is too small for one epoch)")
+    if not dist.is_main:  # rank 0 scores the model and writes the files; the others are done
+        barrier(dist)
+        shutdown_distributed(dist)
+        return TrainResult(run_dir=run_dir, best=run_dir / "best.safetensors", last=run_dir / "last.safetensors",
+                           metrics={}, history=result.history, train_seconds=result.train_seconds,
+                           images_seen=result.images_seen)
     plot_learning_curves(run_dir / "results.csv", run_dir / "learning_curves.png")
 
     # Score the best weights on the test split (or val); the numbers go into both model files' metadata.
@@ -291,8 +320,11 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
         metrics["summary"]["total_seconds"] = round(total, 2)
         profile["test_evaluation"] = metrics["summary"]["eval_seconds"]
     profile["images_seen"] = result.images_seen
+    profile["train_images"] = len(bundle.train)
     (run_dir / "profile.json").write_text(json.dumps({k: round(v, 3) for k, v in profile.items()}, indent=2))
     tta_note = f" with TTA level {tcfg.tta} ({metrics['top1_no_tta']:.2%} without)" if split and tcfg.tta else ""
+    barrier(dist)
+    shutdown_distributed(dist)
     print(f"done in {total:.1f}s (training {result.train_seconds:.1f}s)"
           + (f"; {split} top-1 {metrics['top1']:.2%}{tta_note}" if split else ""))
     return TrainResult(run_dir=run_dir, best=best, last=last, metrics=metrics, history=result.history,

@@ -71,7 +71,8 @@ def test_runs_every_variant_and_seed_and_resumes(tmp_path, image_folder):
     with open(out / "results.csv", newline="") as f:
         assert next(csv.reader(f)) == COLUMNS
     for x in rows:
-        assert 0.0 <= float(x["test_top1"]) <= 1.0 and x["epochs"] == "1" and float(x["train_seconds"]) > 0
+        assert 0.0 <= float(x["test_top1"]) <= 1.0 and float(x["epochs"]) == 1.0 and float(x["train_seconds"]) > 0
+        assert float(x["cpu_seconds"]) > 0 and float(x["wall_seconds"]) >= float(x["train_seconds"])
         assert float(x["images_per_second"]) > 0 and x["budget"] == "1ep"
         curve = read_table(out / x["curve"])
         assert [c["epoch"] for c in curve] == ["1"]
@@ -90,6 +91,15 @@ def test_runs_every_variant_and_seed_and_resumes(tmp_path, image_folder):
     runner3 = Counting()
     run_ablation(tiny_spec(root), out, runner=runner3, log=lambda s: None)
     assert runner3.calls == []
+
+    # Runs to do again (e.g. they shared the machine): their rows move to dropped.csv, then they run again.
+    runner4 = Counting()
+    run_ablation(tiny_spec(root), out, runner=runner4, rerun=["base-s1"], log=lambda s: None)
+    assert runner4.calls == ["base-s1"]
+    assert [(x["variant"], x["seed"]) for x in read_table(out / "dropped.csv")] == [("base", "1")]
+    assert len(read_table(out / "results.csv")) == 4
+    with pytest.raises(ImgclsError, match="no such run.*base-s7"):
+        run_ablation(tiny_spec(root), out, runner=Counting(), rerun=["base-s7"], log=lambda s: None)
 
     # A variant edited after its runs would mix two recipes under one name: refused.
     changed = tiny_spec(root)
@@ -149,6 +159,31 @@ def write_study(path: Path, accs: dict[str, list[float]], factors: dict[str, str
                             "load_average": 0.5, "finished_at": f"2026-01-01 00:00:0{seed}"})
 
 
+def test_table_written_by_an_older_version_gets_the_new_columns(tmp_path):
+    from imgcls.ablation.run import append_row
+
+    table = tmp_path / "results.csv"
+    old = [c for c in COLUMNS if c not in ("wall_seconds", "cpu_seconds")]
+    with open(table, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=old)
+        w.writeheader()
+        w.writerow({c: "1" for c in old})
+    append_row(table, {c: "2" for c in COLUMNS})
+    with open(table, newline="") as f:
+        assert next(csv.reader(f)) == COLUMNS
+    rows = read_table(table)
+    assert [r["study"] for r in rows] == ["1", "2"] and rows[0]["cpu_seconds"] == "" and rows[1]["cpu_seconds"] == "2"
+
+
+def test_report_names_runs_that_shared_the_machine(tmp_path):
+    from imgcls.ablation.report import busy_runs
+
+    rows = [{"variant": v, "seed": "0", "hardware": "X, 2 cores", "load_average": load, "wall_seconds": "100",
+             "cpu_seconds": cpu} for v, cpu, load in (("a", "190", "2.0"), ("b", "188", "2.1"), ("c", "120", "2.0"),
+                                                        ("d", "191", "3.5"), ("e", "", "1.0"))]
+    assert busy_runs(rows) == ["c-s0", "d-s0"]
+
+
 def test_welch_interval():
     lo, hi = welch_ci([83, 84, 85], [80, 81, 82])
     assert lo == pytest.approx(3 - 2.7764451 * (2 / 3) ** 0.5, abs=1e-6)
@@ -191,7 +226,7 @@ def test_report_needs_results(tmp_path):
         make_report(tmp_path)
 
 
-def test_cli_ablate_and_report(tmp_path, image_folder):
+def test_cli_ablate_and_report(tmp_path, image_folder, monkeypatch):
     """`imgcls ablate` with a user's ablation file (hydra.searchpath) then `imgcls report`."""
     root = image_folder(n_train=8, n_test=4, size=12)
     conf = tmp_path / "conf" / "ablation"
@@ -199,6 +234,7 @@ def test_cli_ablate_and_report(tmp_path, image_folder):
     spec = tiny_spec(root, seeds=1)
     (conf / "mine.yaml").write_text(yaml.safe_dump(spec))
     env = {**os.environ, "IMGCLS_CACHE": str(tmp_path / "cache")}
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "study"
     p = subprocess.run([sys.executable, "-m", "imgcls", "ablate", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
                         "ablation=mine", f"out={out}", "max_runs=1"], cwd=tmp_path, env=env, capture_output=True,
@@ -207,9 +243,9 @@ def test_cli_ablate_and_report(tmp_path, image_folder):
     assert "1 run now, 0 were there, 0 failed, 1 pending" in p.stdout
     assert [x["variant"] for x in read_table(out / "results.csv")] == ["base"]
     assert (out / "logs" / "base-s0.log").read_text().startswith("$ imgcls train data=folder")
-    p = subprocess.run([sys.executable, "-m", "imgcls", "report", f"study={out}"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
+    import imgcls.cli as cli
+
+    cli.main(["report", f"study={out}"])  # in this process: the verb's composition and printing
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
 
 

@@ -330,3 +330,13 @@ def test_random_translate():
         offsets.add(hits[0])
     assert len(offsets) > 1  # offsets vary across the batch
     assert torch.equal(random_translate(x, 0, torch.Generator()), x)
+
+
+def test_decoded_and_cached_images_have_the_same_memory_format(image_folder):
+    """A first run (decoding) and a later one (cache hit) must feed the model the same tensors, strides included."""
+    root = image_folder(n_train=6, n_test=2, size=10)
+    a = load_data(folder_cfg(root, val_fraction=0))
+    b = load_data(folder_cfg(root, val_fraction=0))
+    assert torch.equal(a.train.images, b.train.images)
+    assert a.train.images.is_contiguous() and b.train.images.is_contiguous()
+    assert a.train.images.stride() == b.train.images.stride()

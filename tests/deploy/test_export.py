@@ -112,3 +112,35 @@ def test_prune_sets_the_share_of_weights_to_zero(trained, cache, tmp_path):
         prune_model(ckpt, 1.5)
     with pytest.raises(ImgclsError, match="exists"):
         prune_model(ckpt, 0.5, r.path)
+
+
+def test_a_pt2_with_a_malicious_pickle_is_refused_and_runs_nothing(trained, cache, tmp_path):
+    import io
+    import zipfile
+
+    good = export(trained[0], "pt2", tmp_path / "m.pt2").path
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))  # unpickling this would create the marker file
+
+    buf = io.BytesIO()
+    torch.save(Payload(), buf)
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as dst:
+        config_name = next(n for n in src.namelist() if n.endswith("data/weights/model_weights_config.json"))
+        config = json.loads(src.read(config_name))
+        first = next(iter(config["config"].values()))
+        first["use_pickle"] = True  # the archive now says: this weight is a pickle (torch.load(weights_only=False))
+        target = config_name.rsplit("/", 1)[0] + "/" + first["path_name"]
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == config_name:
+                data = json.dumps(config).encode()
+            elif item.filename == target:
+                data = buf.getvalue()
+            dst.writestr(item, data)
+    with pytest.raises(ImgclsError, match="refused to load .*evil.pt2"):
+        Predictor.load(evil, device="cpu")
+    assert not marker.exists()

@@ -1,0 +1,65 @@
+"""Two CPU processes (torchrun, gloo) end where one process ends, at the same global batch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from imgcls.data.tensor_loader import TensorLoader
+from imgcls.train.run import train
+from tests.conftest import write_image_folder
+
+# No dropout and no augmentation: then the two runs compute the same batches and gradients, and
+# differ only by the order of floating-point sums (stated tolerance below).
+OVERRIDES = ["data=folder", "data.val_fraction=0.25", "model=mlp", "model.hidden=[32]", "model.dropout=0",
+             "aug=none", "optim.lr=0.05", "trainer.epochs=3", "trainer.batch_size=8", "trainer.progress=false",
+             "trainer.threads=1", "trainer.device=cpu", "trainer.deterministic=true"]
+
+
+def results(run: Path) -> list[dict]:
+    with open(run / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_sharded_loader_slices_the_global_batch():
+    images = torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1).expand(20, 1, 2, 2).contiguous()
+    labels = torch.arange(20)
+    kw = dict(batch_size=8, mean=[0.0], std=[1 / 255], shuffle=True, seed=3)
+    one = [y for _, y in TensorLoader(images, labels, drop_last=True, **kw)]
+    parts = [[y for _, y in TensorLoader(images, labels, rank=r, world=2, **kw)] for r in (0, 1)]
+    assert len(parts[0]) == len(parts[1]) == len(one) == 2
+    for i, batch in enumerate(one):  # rank 0 has the first half of each global batch, rank 1 the second
+        assert torch.equal(torch.cat([parts[0][i], parts[1][i]]), batch)
+    evals = [torch.cat([y for _, y in TensorLoader(images, labels, batch_size=3, mean=[0.0], std=[1.0], rank=r,
+                                                   world=2)]) for r in (0, 1)]
+    assert torch.equal(torch.cat(evals), labels)  # contiguous blocks, in rank order
+
+
+def test_two_processes_match_one(tmp_path):
+    root = write_image_folder(tmp_path / "data", n_train=12, n_test=4, size=8)
+    env = {**os.environ, "IMGCLS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "imgcls", "train",
+           *OVERRIDES, f"data.root={root}", f"trainer.project={tmp_path / 'runs'}", "trainer.name=two"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert p.stdout.count("training mlp on folder") == 1 and "with 2 processes" in p.stdout  # rank 0 alone talks
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert [r.name for r in runs] == ["two"]  # one run folder, written by rank 0
+    from imgcls.ablation.run import compose_train
+
+    groups = compose_train(OVERRIDES + [f"data.root={root}", f"trainer.project={tmp_path / 'runs'}", "trainer.name=one"])
+    one = train(**groups)
+    a, b = results(one.run_dir), results(tmp_path / "runs" / "two")
+    assert [r["epoch"] for r in a] == [r["epoch"] for r in b] == ["1", "2", "3"]
+    for ra, rb in zip(a, b):  # tolerance: float sums in another order
+        for k in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            assert float(ra[k]) == pytest.approx(float(rb[k]), abs=1e-4), (k, ra, rb)
+    m_two = json.loads((tmp_path / "runs" / "two" / "metrics.json").read_text())
+    assert m_two["top1"] == pytest.approx(one.metrics["top1"], abs=1e-6)
