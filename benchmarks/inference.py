@@ -147,6 +147,13 @@ def measure(args) -> dict:
         compiled = torch.compile(model, dynamic=False)
         compiled(one), compiled(big)  # compile both shapes before timing
         add("torch.compile", compiled, f"inductor; compiling took {time.perf_counter() - t0:.0f} s")
+        cl = model.to(memory_format=torch.channels_last)
+        t0 = time.perf_counter()
+        compiled_cl = torch.compile(cl, dynamic=False)
+        run_cl = lambda t: compiled_cl(t.contiguous(memory_format=torch.channels_last))  # noqa: E731
+        run_cl(one), run_cl(big)
+        add("torch.compile + channels_last", run_cl, f"inductor; compiling took {time.perf_counter() - t0:.0f} s")
+        model = model.to(memory_format=torch.contiguous_format)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "m.onnx"
         export_onnx(model, x[:2], fp32)

@@ -83,5 +83,14 @@ def data_root() -> Path:
 
 @pytest.fixture(scope="session")
 def real_data_cache(tmp_path_factory) -> str:
-    """One decode cache shared by the real-data tests of a session (CIFAR-10 is decoded once, ~25 s)."""
+    """One decode cache shared by the real-data tests (CIFAR-10 is decoded once, ~25 s).
+
+    Under the caller's $IMGCLS_CACHE when set (CI sets one per clone): shared by the test processes of
+    pytest-xdist too, as cache files are written atomically. Else a temporary folder of this session.
+    """
+    outer = os.environ.get("IMGCLS_CACHE")  # read before any test's isolated cache is set
+    if outer:
+        path = Path(outer) / "real-data-tests"
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
     return str(tmp_path_factory.mktemp("real_data_cache"))

@@ -42,10 +42,13 @@ def last_value(stdout: str, prefix: str) -> str:
     return [line for line in stdout.splitlines() if line.startswith(prefix)][-1].split(": ", 1)[1]
 
 
-def test_help_lists_verbs(tmp_path):
-    out = imgcls("--help", cwd=tmp_path).stdout
+def test_help_lists_verbs(capsys):
+    import imgcls.cli as cli
+
+    cli.main(["--help"])
+    out = capsys.readouterr().out
     for verb in ("train", "evaluate", "predict", "lr-find", "sanity", "explain", "embed", "search", "visualize", "ablate",
-                 "report"):
+                 "report", "doctor", "export", "quantize", "prune", "serve"):
         assert f"  {verb}" in out
 
 
@@ -99,28 +102,43 @@ def test_sweep_makes_one_run_per_value(tmp_path):
     assert runs == ["folder-mlp", "folder-mlp-2"]
 
 
+def test_bad_input_gives_one_clear_error_in_a_real_process(tmp_path):
+    p = imgcls("train", "data=folder", "data.root=/does/not/exist", cwd=tmp_path, check=False)
+    assert p.returncode == 2
+    assert "data folder not found: /does/not/exist" in p.stderr and "Traceback" not in p.stdout + p.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "data=folder", "data.root=/does/not/exist"], "data folder not found: /does/not/exist"),
         (["evaluate", "ckpt=missing.safetensors"], "model file not found"),
         (["train", "trainer.nope=1"], "Could not override 'trainer.nope'"),
         (["train", "model=nope"], "Could not find 'model/nope'"),
         (["frobnicate"], "unknown verb"),
     ],
 )
-def test_bad_input_gives_one_clear_error(tmp_path, args, message):
-    p = imgcls(*args, cwd=tmp_path, check=False)
-    assert p.returncode != 0
-    assert message in p.stdout + p.stderr
-    assert "Traceback" not in p.stderr
+def test_bad_input_gives_one_clear_error(tmp_path, monkeypatch, capsys, args, message):
+    """The same check in this process (each real process costs seconds of imports)."""
+    import imgcls.cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        cli.main(list(args))
+    assert e.value.code not in (0, None)
+    out = capsys.readouterr()
+    assert message in out.out + out.err
+    assert "Traceback" not in out.err
 
 
-def test_lr_find_and_sanity_verbs(tmp_path):
+def test_lr_find_and_sanity_verbs(tmp_path, monkeypatch, capsys):
+    """In this process: the verbs' composition and printing (train's subprocess test covers the entry point)."""
+    import imgcls.cli as cli
+
+    monkeypatch.chdir(tmp_path)
     data = make_folder(tmp_path / "shapes")
     common = ["data=folder", f"data.root={data}", "model=simple_cnn", "model.width=4", "trainer.batch_size=4",
               "trainer.threads=1"]
-    p = imgcls("lr-find", *common, "steps=20", "start_lr=1e-4", "end_lr=1", f"out={tmp_path / 'lr'}", cwd=tmp_path)
-    assert "suggested learning rate" in p.stdout and (tmp_path / "lr" / "lr_find.png").is_file()
-    p = imgcls("sanity", *common, "batch_size=8", f"out={tmp_path / 'sanity'}", cwd=tmp_path)
-    assert "passed" in p.stdout and (tmp_path / "sanity" / "sanity_batch.png").is_file()
+    cli.main(["lr-find", *common, "steps=20", "start_lr=1e-4", "end_lr=1", f"out={tmp_path / 'lr'}"])
+    assert "suggested learning rate" in capsys.readouterr().out and (tmp_path / "lr" / "lr_find.png").is_file()
+    cli.main(["sanity", *common, "batch_size=8", f"out={tmp_path / 'sanity'}"])
+    assert "passed" in capsys.readouterr().out and (tmp_path / "sanity" / "sanity_batch.png").is_file()

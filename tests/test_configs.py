@@ -127,4 +127,4 @@ def test_ablate_and_report_configs_compose():
     assert cfg.name == "report" and cfg.notes is None
     with initialize_config_module("imgcls.conf", version_base="1.3"):
         cfg = compose("ablate", overrides=["ablation=cifar10", "max_runs=2"])
-    assert cfg.max_runs == 2 and cfg.ablation.budget.seconds == 150 and cfg.out is None
+    assert cfg.max_runs == 2 and cfg.ablation.budget.epochs == 3 and cfg.out is None

@@ -281,6 +281,8 @@ def make_report(study_dir: str | Path, *, out_dir: str | Path | None = None, nam
     if spec is not None:  # rows of variants no longer in the study file are left out
         keep = {v.name for v in spec.variants}
         rows = [r for r in rows if r["variant"] in keep]
+        if not rows:
+            raise ImgclsError(f"none of the rows of {table} belongs to a variant of {spec_path}: nothing to report")
     stats = variant_stats(rows, spec)
     out_dir = Path(out_dir) if out_dir is not None else study_dir
     fig_dir = out_dir / "images" / name

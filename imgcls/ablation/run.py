@@ -435,12 +435,13 @@ def run_ablation(spec: AblationSpec | dict, out_dir: str | Path, *, train_overri
         try:
             run_dir = runner(overrides, out_dir / "logs" / f"{tag}.log")
             rec = run_record(Path(run_dir))
-        except ImgclsError as e:
-            result.failed.append((v.name, seed, str(e)))
-            log(f"  FAILED ({time.perf_counter() - t0:.0f}s): {e}")
+            curve = Path("curves") / f"{tag}.csv"
+            shutil.copyfile(Path(run_dir) / "results.csv", out_dir / curve)
+        except Exception as e:  # noqa: BLE001 - one failed run is logged and retried later; the study goes on
+            msg = str(e) if isinstance(e, ImgclsError) else f"{type(e).__name__}: {e}"
+            result.failed.append((v.name, seed, msg))
+            log(f"  FAILED ({time.perf_counter() - t0:.0f}s): {msg}")
             continue
-        curve = Path("curves") / f"{tag}.csv"
-        shutil.copyfile(Path(run_dir) / "results.csv", out_dir / curve)
         row = {"study": spec.name, "variant": v.name, "factor": v.factor, "overrides": overrides_key(v.overrides),
                "budget": spec.budget, "seed": seed, **rec, "curve": curve.as_posix(), "run_dir": str(run_dir),
                "hardware": hw, "torch": torch.__version__,

@@ -12,23 +12,18 @@ scanned image by image.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import io
 import json
 import os
-import stat
 import time
-import warnings
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
-from imgcls.data.image_io import IMAGE_EXTENSIONS, MAX_PIXELS
+from imgcls.data.image_io import IMAGE_EXTENSIONS, check_regular_file, decode_image
 from imgcls.errors import ImgclsError
 
 SCAN_VERSION = 1
@@ -102,56 +97,31 @@ class DoctorReport:
 # One file
 
 
-def _not_regular(path: str) -> str | None:
-    """Why `path` is no regular file we can read (a loop, a broken link, a pipe, a device), or None."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return "a symbolic link loop"
-        if os.path.islink(path):
-            return "a broken symbolic link"
-        return f"cannot stat ({e.strerror})"
-    if stat.S_ISDIR(st.st_mode):
-        return "a directory named like an image"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file (a pipe, socket or device)"
-    return None
+def _reason(e: ImgclsError, path: str) -> str:
+    msg = str(e)
+    return msg[len(path) + 2:] if msg.startswith(f"{path}: ") else msg
 
 
 def scan_file(job: tuple[str, str, str]) -> FileScan:
     """Hash and decode one file (never raises: the problem goes into `error`)."""
     split, cls, path = job
     r = FileScan(split=split, cls=cls, path=path)
-    why = _not_regular(path)
-    if why:
-        r.error = why
-        return r
     try:
+        check_regular_file(path)
         with open(path, "rb") as f:
             data = f.read()
+        r.bytes, r.sha1 = len(data), hashlib.sha1(data).hexdigest()
+        if not data:
+            r.error = "an empty file"
+            return r
+        img = decode_image(io.BytesIO(data), path, channels=None)
+        r.width, r.height, r.mode = img.width, img.height, img.mode
+    except ImgclsError as e:
+        r.error = _reason(e, path)
     except OSError as e:
         r.error = f"cannot read ({e.strerror})"
-        return r
-    r.bytes, r.sha1 = len(data), hashlib.sha1(data).hexdigest()
-    if not data:
-        r.error = "an empty file"
-        return r
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                r.width, r.height, r.mode = img.width, img.height, img.mode
-                if img.width * img.height > MAX_PIXELS:
-                    r.error = f"too many pixels ({img.width}x{img.height}): a decompression bomb?"
-                    return r
-                img.load()
-    except UnidentifiedImageError:
-        r.error = "not an image file (or a format PIL cannot read)"
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        r.error = "too many pixels: a decompression bomb?"
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        r.error = f"cannot decode ({e})"
+    except Exception as e:  # noqa: BLE001 - one odd file must not stop a scan of thousands
+        r.error = f"cannot decode the image ({type(e).__name__}: {e})"
     return r
 
 
@@ -198,9 +168,14 @@ def _cache_path(root: Path, cache_dir: str | None) -> Path:
 
 
 def _signature(path: str) -> list:
+    """What decides whether a cached scan still holds: the target's size, time and type (and the link's own)."""
     try:
-        st = os.lstat(path)
-        return [st.st_size, st.st_mtime_ns, st.st_mode]
+        link = os.lstat(path)
+        try:
+            st = os.stat(path)
+            return [st.st_size, st.st_mtime_ns, st.st_mode, link.st_mtime_ns]
+        except OSError:  # a broken link or link loop
+            return [-1, 0, link.st_mode, link.st_mtime_ns]
     except OSError:
         return []
 

@@ -102,9 +102,10 @@ class FileLoader:
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        if self.world > 1:
+        if self.world > 1:  # the order is shared; workers' augmentation seeds are each process's own
+            g_rank = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7919 * self.rank + 1)
             yield from DataLoader(self.dataset, batch_sampler=self._sharded_batches(g), num_workers=self.workers,
-                                  pin_memory=self.pin_memory)
+                                  pin_memory=self.pin_memory, generator=g_rank)
             return
         sampler = WeightedRandomSampler(self.sample_weights.double(), len(self.dataset), replacement=True, generator=g) \
             if self.sample_weights is not None else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import warnings
+import struct
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -13,6 +13,7 @@ from imgcls.errors import ImgclsError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MAX_PIXELS = 89_478_485  # PIL's default decompression-bomb limit, made an error instead of a warning
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL's own guard (a warning above it, an error above twice it) agrees
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a half-grey image
 
 
@@ -50,25 +51,48 @@ def check_regular_file(path: str | os.PathLike) -> None:
         raise ImgclsError(f"{path}: not a regular file (a pipe, socket or device)")
 
 
+# What Image.open may parse. Pillow's other plugins include EPS, which runs Ghostscript on the file:
+# never on untrusted input.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+
+
+class ImageProblem(ImgclsError):
+    """An image that cannot be used; `code` says why: not_an_image, too_many_pixels or unreadable_image."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+def decode_image(source, name: str, *, channels: int | None = 3, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode a file path or binary file object fully; convert to `channels` (None: keep the mode).
+
+    The pixel count is checked from the header before anything is decoded (decompression bombs).
+    Safe to call from several threads (no global warning filters are touched). Raises `ImageProblem`.
+    """
+    try:
+        with Image.open(source, formats=IMAGE_FORMATS) as img:
+            if img.width * img.height > max_pixels:
+                raise ImageProblem(f"{name}: too many pixels ({img.width}x{img.height}, more than {max_pixels:,}): "
+                                   f"a decompression bomb?", "too_many_pixels")
+            img.load()
+            return to_mode(img, channels) if channels else img.copy()
+    except ImageProblem:
+        raise
+    except UnidentifiedImageError:
+        raise ImageProblem(f"{name}: not an image file (or a format PIL cannot read)", "not_an_image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageProblem(f"{name}: too many pixels: a decompression bomb?", "too_many_pixels") from None
+    except FileNotFoundError:
+        raise ImageProblem(f"{name}: no such file", "unreadable_image") from None
+    except IsADirectoryError:
+        raise ImageProblem(f"{name}: is a directory, not an image", "unreadable_image") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, MemoryError) as e:
+        raise ImageProblem(f"{name}: cannot decode the image ({e})", "unreadable_image") from None
+
+
 def open_image(path: str | os.PathLike, channels: int = 3) -> Image.Image:
     """Open, fully decode and convert an image; raise `ImgclsError` naming `path` if it cannot be read."""
     if isinstance(path, (str, os.PathLike)):
         check_regular_file(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImgclsError(f"{path}: image too large ({img.width}x{img.height} pixels)")
-                img.load()
-                return to_mode(img, channels)
-    except ImgclsError:
-        raise
-    except FileNotFoundError:
-        raise ImgclsError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImgclsError(f"{path}: is a directory, not an image") from None
-    except UnidentifiedImageError:
-        raise ImgclsError(f"{path}: not an image file (or a format PIL cannot read)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImgclsError(f"{path}: cannot read image ({e})") from None
+    return decode_image(path, str(path), channels=channels)

@@ -20,6 +20,7 @@ import torch
 from imgcls.deploy.export import batched, export, set_onnx_metadata
 from imgcls.deploy.runtime import META_KEY, OnnxModel
 from imgcls.errors import ImgclsError
+from imgcls.modelfile import read_meta
 
 MODES = ("dynamic", "static")
 
@@ -168,10 +169,10 @@ def quantize(model: str | os.PathLike, mode: str = "static", out: str | os.PathL
     if mode not in MODES:
         raise ImgclsError(f"mode={mode!r} is not one of: {', '.join(MODES)}")
     src = Path(model)
-    if src.suffix.lower() != ".onnx":  # a model file: export (and check) it first
+    if src.suffix.lower() != ".onnx":  # a model file: export (and check) it first, unless its export is there
         onnx_path = src.with_suffix(".onnx")
-        if not onnx_path.exists():
-            export(src, "onnx", onnx_path, data=data)
+        if not onnx_path.exists() or OnnxModel(onnx_path).meta.to_json() != read_meta(src).to_json():
+            export(src, "onnx", onnx_path, data=data, overwrite=True)  # missing, or made from an older model file
         src = onnx_path
     out = Path(out) if out else src.with_name(f"{src.stem}.int8-{mode}.onnx")
     if out.exists() and not overwrite:

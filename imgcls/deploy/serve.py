@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import logging
 import hmac
 import io
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -29,10 +30,13 @@ from typing import Any, Callable
 
 import torch
 from fastapi import Request  # at module level: FastAPI resolves the endpoints' annotations in this module
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from imgcls.data.image_io import to_mode
+from imgcls.data.image_io import IMAGE_FORMATS, ImageProblem
+from imgcls.data.image_io import decode_image as decode_bytes
 from imgcls.errors import ImgclsError
+
+log = logging.getLogger("imgcls.serve")
 
 
 @dataclass
@@ -41,6 +45,8 @@ class ServeLimits:
     max_request_bytes: int = 64 * 2**20  # whole request (Content-Length), checked before reading
     max_files: int = 32  # files per request
     max_pixels: int = 40_000_000  # width x height of one image, checked before decoding
+    max_request_pixels: int = 120_000_000  # all images of one request together (decoded RGB: ~3 bytes each)
+    max_inflight_images: int = 512  # images decoded and waiting for the model, over all requests; beyond: 503
     max_top_k: int = 100
 
 
@@ -55,22 +61,19 @@ def decode_image(data: bytes, name: str, channels: int, max_pixels: int) -> Imag
     if not data:
         raise BadInput(400, "empty_file", f"{name}: the file is empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > max_pixels:
-                raise BadInput(413, "too_many_pixels", f"{name}: {img.width}x{img.height} pixels, more than the "
-                                                       f"{max_pixels:,} this server accepts")
-            img.load()
-            return to_mode(img, channels)
-    except BadInput:
-        raise
-    except UnidentifiedImageError:
-        raise BadInput(415, "not_an_image", f"{name}: not an image file (or a format PIL cannot read)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadInput(413, "too_many_pixels", f"{name}: too many pixels (decompression bomb)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise BadInput(400, "unreadable_image", f"{name}: cannot decode the image ({e})") from None
+        return decode_bytes(io.BytesIO(data), name, channels=channels, max_pixels=max_pixels)
+    except ImageProblem as e:
+        status = {"not_an_image": 415, "too_many_pixels": 413}.get(e.code, 400)
+        raise BadInput(status, e.code, str(e)) from None
+
+
+def header_pixels(data: bytes) -> int:
+    """Width x height from an image's header (nothing decoded); 0 when it is no image (decoding will say so)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
+            return img.width * img.height
+    except Exception:  # noqa: BLE001 - any parse failure: the decode step reports it properly
+        return 0
 
 
 class MicroBatcher:
@@ -140,6 +143,8 @@ def create_app(ckpt: str | Path, *, device: str = "cpu", api_key: str | None = N
     from imgcls.predict import Predictor
 
     limits = limits or ServeLimits()
+    if api_key is not None and not api_key.strip():
+        raise ImgclsError("api_key is empty: give a real key, or none to serve without one")
     predictor = Predictor.load(ckpt, device=device)
     meta = predictor.meta
     fmt = Path(ckpt).suffix.lstrip(".").lower()
@@ -149,8 +154,16 @@ def create_app(ckpt: str | Path, *, device: str = "cpu", api_key: str | None = N
         return (predictor.logits(images) / predictor.temperature).softmax(1)
 
     batcher = MicroBatcher(run_model, max_batch=max_batch, window=batch_window_ms / 1000)
+    decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="imgcls-decode")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        decode_pool.shutdown(wait=False, cancel_futures=True)
+        batcher.executor.shutdown(wait=False, cancel_futures=True)
+
     app = FastAPI(title="imgcls", description=f"{meta.arch} classifying {len(meta.classes)} classes",
-                  version="1")
+                  version="1", lifespan=lifespan)
     app.state.batcher = batcher
     app.state.predictor = predictor
     started = time.time()
@@ -175,7 +188,8 @@ def create_app(ckpt: str | Path, *, device: str = "cpu", api_key: str | None = N
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, e: Exception):  # a bug must not take the server down with it
-        return error(500, "internal_error", f"{type(e).__name__}: {e}")
+        log.exception("internal error")  # the details go to the server's log, not to the client
+        return error(500, "internal_error", "the server failed on this request (details in its log)")
 
     def check_key(request: Request) -> None:
         if api_key is None:
@@ -194,8 +208,10 @@ def create_app(ckpt: str | Path, *, device: str = "cpu", api_key: str | None = N
         return min(k, len(meta.classes))
 
     async def read_files(request: Request, field: str, *, single: bool) -> list[tuple[str, bytes]]:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limits.max_request_bytes:
+        length = request.headers.get("content-length", "")
+        if not length.isdigit():  # a chunked body could not be limited before it is stored: refused
+            raise BadInput(411, "length_required", "send a Content-Length header (chunked uploads are not accepted)")
+        if int(length) > limits.max_request_bytes:
             raise BadInput(413, "too_large", f"request of {int(length):,} bytes; at most {limits.max_request_bytes:,}")
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise BadInput(415, "not_multipart", f"send the image(s) as multipart/form-data in the field '{field}'")
@@ -228,6 +244,32 @@ def create_app(ckpt: str | Path, *, device: str = "cpu", api_key: str | None = N
         finally:
             await form.close()
 
+    inflight = {"images": 0}
+
+    @contextlib.asynccontextmanager
+    async def admitted(files: list[tuple[str, bytes]]):
+        """Bound the memory of decoded images: per request by pixel count, over requests by image count (503)."""
+        pixels = 0
+        for name, data in files:
+            pixels += header_pixels(data)
+            if pixels > limits.max_request_pixels:
+                raise BadInput(413, "too_many_pixels", f"the images of this request have more than "
+                                                       f"{limits.max_request_pixels:,} pixels together (at {name})")
+        if inflight["images"] + len(files) > limits.max_inflight_images:
+            raise BadInput(503, "busy", "the server has too many images in hand; retry shortly")
+        inflight["images"] += len(files)
+        try:
+            yield
+        finally:
+            inflight["images"] -= len(files)
+
+    async def decode_all(files: list[tuple[str, bytes]]) -> list[Image.Image]:
+        """Decode in worker threads: the event loop keeps accepting and parsing other requests meanwhile."""
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*[
+            loop.run_in_executor(decode_pool, decode_image, data, name, predictor.channels, limits.max_pixels)
+            for name, data in files]))
+
     def result(probs: torch.Tensor, name: str, k: int) -> dict[str, Any]:
         scores, idx = probs.topk(k)
         top = [{"label": meta.classes[i], "score": round(float(s), 6)} for s, i in zip(scores.tolist(), idx.tolist())]
@@ -257,8 +299,9 @@ def create_app(ckpt: str | Path, *, device: str = "cpu", api_key: str | None = N
         check_key(request)
         k = check_k(top_k)
         files = await read_files(request, "files", single=False)
-        images = [decode_image(data, name, predictor.channels, limits.max_pixels) for name, data in files]
-        probs = await batcher.submit(images)
+        async with admitted(files):
+            images = await decode_all(files)
+            probs = await batcher.submit(images)
         return {"model": meta.arch, "predictions": [result(p, name, k) for p, (name, _) in zip(probs, files)]}
 
     @app.post("/explain")
@@ -268,10 +311,11 @@ def create_app(ckpt: str | Path, *, device: str = "cpu", api_key: str | None = N
             raise BadInput(501, "not_available", f"Grad-CAM needs the PyTorch model file; this server runs a .{fmt} export")
         k = check_k(top_k)
         (name, data), = await read_files(request, "file", single=True)
-        image = decode_image(data, name, predictor.channels, limits.max_pixels)
-        probs = (await batcher.submit([image]))[0]
-        loop = asyncio.get_running_loop()
-        overlay = await loop.run_in_executor(batcher.executor, _gradcam_png, predictor, image)
+        async with admitted([(name, data)]):
+            image, = await decode_all([(name, data)])
+            probs = (await batcher.submit([image]))[0]
+            loop = asyncio.get_running_loop()
+            overlay = await loop.run_in_executor(batcher.executor, _gradcam_png, predictor, image)
         return {**result(probs, name, k), "overlay": "data:image/png;base64," + base64.b64encode(overlay).decode()}
 
     return app

@@ -46,7 +46,8 @@ def init(device_name: str = "auto") -> Dist:
         if cuda:
             torch.cuda.set_device(local)
         try:
-            tdist.init_process_group(backend="nccl" if cuda else "gloo")
+            # NCCL for CUDA tensors, gloo for the CPU ones (the small collectives of the engine use CPU tensors)
+            tdist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo")
         except Exception as e:  # a rendezvous that fails says so in many ways
             raise ImgclsError(f"could not join the {world} training processes: {str(e).splitlines()[0]}") from None
     return Dist(rank=rank, world=world, local_rank=local)

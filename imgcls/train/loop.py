@@ -126,8 +126,8 @@ def train_one_epoch(
         bar.update(1)
         clock.tick("logging")
     bar.close()
-    seen = max(seen, 1)
-    return {"loss": loss_sum.item() / seen, "acc": correct.item() / seen, "images": seen, "step": step, "lr": lr,
+    per = max(seen, 1)
+    return {"loss": loss_sum.item() / per, "acc": correct.item() / per, "images": seen, "step": step, "lr": lr,
             "seconds": time.perf_counter() - t0, "phases": clock.totals}
 
 
@@ -201,7 +201,7 @@ def fit(
         if dist.is_main:
             for stale in run_dir.glob("*.tmp"):  # half-written files of a session that was killed
                 stale.unlink(missing_ok=True)
-        info = load_state(state_path, model=getattr(model, "module", model), optimizer=optimizer, ema=ema, scaler=scaler,
+        info = load_state(state_path, model=_without_ddp(model), optimizer=optimizer, ema=ema, scaler=scaler,
                           device=device)
         start_epoch, step, history = info["epoch"], info["step"], info["history"]
         best_acc, best_epoch, bad_epochs = info["best_acc"], info["best_epoch"], info["bad_epochs"]
@@ -261,8 +261,7 @@ def fit(
             save_model(eval_model, "last", metrics)
             if improved:
                 save_model(eval_model, "best", metrics)
-            save_state(state_path, model=getattr(model, "module", model), optimizer=optimizer, ema=ema, scaler=scaler,
-                       info=info)
+            save_state(state_path, model=_without_ddp(model), optimizer=optimizer, ema=ema, scaler=scaler, info=info)
             write_results(history, run_dir / "results.csv")
             val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f}" if val_loader is not None else ""
             tqdm.write(f"epoch {epoch + 1}/{epochs}: train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f}"

@@ -163,6 +163,15 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     A time budget (trainer.time_budget) counts from `budget_from` (a `time.perf_counter()` value), by
     default from the start of the process: the imports count too, as they do for `imgcls train`.
     """
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        return _train(data=data, model=model, optim=optim, sched=sched, aug=aug, loss=loss, trainer=trainer,
+                      budget_from=budget_from)
+    finally:  # trainer.deterministic applies to this run only: the process is left as it was
+        set_deterministic(before)
+
+
+def _train(*, data, model, optim, sched, aug, loss, trainer, budget_from) -> TrainResult:
     t_start = time.perf_counter()
     # imports and anything before train() count against a time budget
     age_at_start = process_age() if budget_from is None else max(0.0, t_start - budget_from)
@@ -177,8 +186,11 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
         run_dir = resume_dir(tcfg.project, tcfg.name or default_run_name(dcfg, mcfg), tcfg.resume)
         dcfg, mcfg, ocfg, scfg, acfg, lcfg, tcfg = saved_config(run_dir, tcfg)
         say(f"resuming {run_dir} with its saved configuration (config.yaml)")
+    if dist.enabled and tcfg.batch_size % dist.world:
+        raise ImgclsError(f"trainer.batch_size={tcfg.batch_size} is the global batch: it must be a multiple of the "
+                          f"{dist.world} processes")
     set_threads(tcfg.threads)
-    set_deterministic(tcfg.deterministic)
+    set_deterministic(tcfg.deterministic)  # undone when train() returns or fails (see `train`)
     device = device_for(dist, select_device(tcfg.device))
     seed_everything(tcfg.seed)
     dcfg, implied = fill_data_defaults(dcfg, mcfg)  # size/normalization the pretrained weights expect
@@ -217,13 +229,15 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
 
     loader_args = dict(device=device, channels_last=channels_last, workers=dcfg.workers, rank=dist.rank,
                        world=dist.world)
-    if dist.enabled and tcfg.batch_size % dist.world:
-        raise ImgclsError(f"trainer.batch_size={tcfg.batch_size} is the global batch: it must be a multiple of the "
-                          f"{dist.world} processes")
     train_loader = make_loader(bundle, bundle.train, train=True, batch_size=tcfg.batch_size, aug=acfg,
                                seed=tcfg.seed, balanced=dcfg.sampler == "balanced", **loader_args)
     val_loader = make_loader(bundle, bundle.val, train=False, batch_size=tcfg.eval_batch_size, **loader_args) \
         if bundle.val is not None and len(bundle.val) else None
+    if dist.enabled and not len(train_loader):
+        raise ImgclsError(f"{len(bundle.train)} training images make no batch of {tcfg.batch_size} (the global batch "
+                          f"of {dist.world} processes): lower trainer.batch_size")
+    if dist.enabled and val_loader is not None and len(bundle.val) < dist.world:
+        raise ImgclsError(f"the validation split has {len(bundle.val)} images, fewer than the {dist.world} processes")
     optimizer = build_optimizer(net, ocfg, freeze_epochs=tcfg.freeze_epochs)
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(tcfg.ema_decay), use_buffers=True) \
         if tcfg.ema_decay > 0 else None
@@ -278,9 +292,11 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
                  class_weights=weights, mix=batch_mix(acfg, len(bundle.classes)), dist=dist)
     if not result.history:
         raise ImgclsError(f"no epoch was trained in {run_dir} (the time budget is too small for one epoch)")
-    if not dist.is_main:  # rank 0 scores the model and writes the files; the others are done
-        barrier(dist)
-        shutdown_distributed(dist)
+    # Training is over: the processes part here, and rank 0 alone scores the model (no collective can
+    # time out while it evaluates).
+    barrier(dist)
+    shutdown_distributed(dist)
+    if not dist.is_main:
         return TrainResult(run_dir=run_dir, best=run_dir / "best.safetensors", last=run_dir / "last.safetensors",
                            metrics={}, history=result.history, train_seconds=result.train_seconds,
                            images_seen=result.images_seen)
@@ -295,6 +311,9 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
         load_weights(eval_net, best, arch=mcfg.name)
         t_eval = time.perf_counter()
         if val_loader is not None and split == "test":  # temperature scaling on held-out data, plain logits as Predictor
+            if dist.enabled:  # the training-time loader held this rank's block only: all of val here
+                val_loader = make_loader(bundle, bundle.val, train=False, batch_size=tcfg.eval_batch_size,
+                                         device=device, channels_last=channels_last, workers=dcfg.workers)
             val_logits, val_labels = predict_logits(eval_net, val_loader, device=device, amp_dtype=dtype)
             calibration.update(temperature=fit_temperature(val_logits, val_labels), fitted_on="val")
         metrics = evaluate_model(eval_net, bundle, split, run_dir, device=device, batch_size=tcfg.eval_batch_size,
@@ -323,8 +342,6 @@ def train(*, data: DataConfig | dict | str | None = None, model: ModelConfig | d
     profile["train_images"] = len(bundle.train)
     (run_dir / "profile.json").write_text(json.dumps({k: round(v, 3) for k, v in profile.items()}, indent=2))
     tta_note = f" with TTA level {tcfg.tta} ({metrics['top1_no_tta']:.2%} without)" if split and tcfg.tta else ""
-    barrier(dist)
-    shutdown_distributed(dist)
     print(f"done in {total:.1f}s (training {result.train_seconds:.1f}s)"
           + (f"; {split} top-1 {metrics['top1']:.2%}{tta_note}" if split else ""))
     return TrainResult(run_dir=run_dir, best=best, last=last, metrics=metrics, history=result.history,

@@ -90,9 +90,14 @@ def test_quantized_accuracy_within_a_point(trained, cache, tmp_path, mode):
     assert p.classes == ["blue", "green", "red"]
     ops = {n.op_type for n in onnx.load(str(r.path)).graph.node}
     assert ("QuantizeLinear" in ops) if mode == "static" else ({"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"} & ops)
-    if mode == "static":  # the first layer stays in fp32 by default
+    if mode == "static":  # the first layer stays in fp32 by default: its weight is a float initializer, not dequantized
+        graph = onnx.load(str(r.path)).graph
         first = first_layer(fp32)
-        assert first and all(n.name != first[0] or n.op_type == "Conv" for n in onnx.load(str(r.path)).graph.node)
+        conv = next(n for n in graph.node if n.op_type == "Conv" and n.name == first[0])
+        dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        assert conv.input[1] not in dequantized and conv.input[1] in {t.name for t in graph.initializer}
+        others = [n for n in graph.node if n.op_type == "Conv" and n.name != first[0]]
+        assert others and all(n.input[1] in dequantized for n in others)  # ... and the other convs are int8
 
 
 def test_prune_sets_the_share_of_weights_to_zero(trained, cache, tmp_path):

@@ -154,3 +154,25 @@ def test_micro_batcher_reports_model_failures():
             await b.submit([Image.new("RGB", (4, 4))])
 
     asyncio.run(run())
+
+
+def test_chunked_uploads_eps_and_pixel_budget_are_refused(trained):
+    from imgcls.errors import ImgclsError
+
+    with TestClient(create_app(trained[0], limits=ServeLimits(max_request_pixels=300))) as c:
+        def chunks():
+            yield b"--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.png\"\r\n\r\n"
+            yield png()
+            yield b"\r\n--x--\r\n"
+
+        r = c.post("/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+        assert r.status_code == 411 and error_of(r)["code"] == "length_required"
+        eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"  # Pillow would hand this to Ghostscript
+        r = c.post("/predict", files=[("files", ("x.png", eps, "image/png"))])
+        assert error_of(r)["code"] == "not_an_image"
+        two = [("files", (f"{i}.png", png(size=(12, 12)), "image/png")) for i in range(3)]  # 3 x 144 > 300 pixels
+        r = c.post("/predict", files=two)
+        assert r.status_code == 413 and "together" in error_of(r)["message"]
+        assert c.post("/predict", files=two[:2]).status_code == 200
+    with pytest.raises(ImgclsError, match="api_key is empty"):
+        create_app(trained[0], api_key=" ")

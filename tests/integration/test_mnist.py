@@ -29,10 +29,11 @@ def test_mnist_mlp_one_epoch(data_root, tmp_path):
     assert len(r.history) == 1
 
 
-def test_cifar10_image_folders(data_root):
+def test_cifar10_image_folders(data_root, real_data_cache):
     if not (data_root / "cifar10" / "train").is_dir():
         pytest.skip(f"CIFAR-10 image folders not found under {data_root}/cifar10")
-    b = load_data(DataConfig(name="cifar10", root=str(data_root), val_fraction=0, download=False))
+    b = load_data(DataConfig(name="cifar10", root=str(data_root), val_fraction=0, download=False,
+                             cache_dir=real_data_cache))
     assert b.classes == CIFAR10_CLASSES == sorted(b.classes)
     assert b.in_memory and b.val is None and b.channels == 3 and b.image_size == (32, 32)
     assert b.train.images.shape == (50_000, 3, 32, 32) and b.test.images.shape == (10_000, 3, 32, 32)

@@ -48,7 +48,7 @@ def test_deterministic_reruns_are_identical(tmp_path, image_folder):
     same_tensors(a.last, b.last)
     assert rows(a.run_dir) == rows(b.run_dir) and len(rows(a.run_dir)) == 3
     assert a.metrics["top1"] == b.metrics["top1"]
-    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.are_deterministic_algorithms_enabled()  # the flag was this run's: the process is as before
     with pytest.raises(ImgclsError, match="deterministic=true cannot be combined with trainer.time_budget"):
         train(**run_cfg(root, tmp_path, "c", 3, time_budget=60))
 
