@@ -52,7 +52,19 @@ def test_help_lists_verbs(capsys):
         assert f"  {verb}" in out
 
 
-def test_train_evaluate_predict(tmp_path):
+def verb(capsys, *args: str) -> subprocess.CompletedProcess:
+    """A verb in this process (imports paid once), with the interface of `imgcls(...)`."""
+    import imgcls.cli as cli
+
+    cli.main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, 0, out.out, out.err)
+
+
+def test_train_evaluate_predict(tmp_path, monkeypatch, capsys):
+    """train and predict as real processes (the entry point); evaluate and the understanding verbs in this one."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
     data = make_folder(tmp_path / "shapes")
     p = imgcls("train", "data=folder", f"data.root={data}", "data.val_fraction=0.2", "model=simple_cnn",
                "model.width=8", "trainer.epochs=3", "trainer.batch_size=4", "trainer.progress=false",
@@ -64,7 +76,7 @@ def test_train_evaluate_predict(tmp_path):
     ckpt = run / "best.safetensors"
     assert ckpt.is_file()
 
-    p = imgcls("evaluate", f"ckpt={ckpt}", "out=ev", cwd=tmp_path)
+    p = verb(capsys, "evaluate", f"ckpt={ckpt}", "out=ev")
     assert "calibration: ECE" in p.stdout
     metrics = read_metrics(tmp_path / "ev" / "metrics.json")
     assert metrics["num_samples"] == 8 and metrics["classes"] == ["bright", "dark"]
@@ -84,13 +96,13 @@ def test_train_evaluate_predict(tmp_path):
     assert correct >= 6
 
     (data / "test" / "dark" / "broken.png").unlink()
-    p = imgcls("explain", f"ckpt={ckpt}", f"source={data / 'test' / 'dark'}", "out=cam", "methods=gradcam", cwd=tmp_path)
+    p = verb(capsys, "explain", f"ckpt={ckpt}", f"source={data / 'test' / 'dark'}", "out=cam", "methods=gradcam")
     assert "predicted" in p.stdout and (tmp_path / "cam" / "gradcam.png").is_file()
     assert len(list((tmp_path / "cam").glob("*_gradcam.png"))) == 4
     query = sorted((data / "test" / "dark").iterdir())[0]
-    p = imgcls("search", f"ckpt={ckpt}", f"index={data / 'test'}", f"query={query}", "k=3", "out=search", cwd=tmp_path)
+    p = verb(capsys, "search", f"ckpt={ckpt}", f"index={data / 'test'}", f"query={query}", "k=3", "out=search")
     assert p.stdout.splitlines()[0].endswith(str(query)) and (tmp_path / "search" / "search.png").is_file()
-    p = imgcls("visualize", f"ckpt={ckpt}", "steps=5", "classes=bright", "out=vis", cwd=tmp_path)  # a single value
+    p = verb(capsys, "visualize", f"ckpt={ckpt}", "steps=5", "classes=bright", "out=vis")  # a single value
     assert "bright: objective" in p.stdout and "dark" not in p.stdout and (tmp_path / "vis" / "visualize.png").is_file()
 
 
