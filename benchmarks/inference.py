@@ -7,7 +7,7 @@ torch.compile, onnxruntime fp32 and int8 (static, first layer kept fp32, and all
 
 The CIFAR-10 model file comes from `python benchmarks/cifar10_speed.py --experiment cifar10_cpu10
 --seeds 0`. Latency: batch 1, p50 and p95 over 200 calls after a warm-up; throughput: images/s at
-batch 256 over at least 5 s. Agreement: share of real test images (2,000 CIFAR-10 test images, or the
+batch 256 over at least 5 s (both `imgcls.deploy.quantize.measure_speed`, as `imgcls quantize` reports). Agreement: share of real test images (2,000 CIFAR-10 test images, or the
 Caltech101 subset at 224 for the timm model) whose top-1 class equals eager's; accuracy where the
 labels mean something (the CIFAR-10 model). Run it alone on the machine: other work skews every number.
 """
@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,23 +32,6 @@ from benchmarks.doc_tables import replace_between_markers  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "inference.json"
 DOC = ROOT / "docs" / "deploy.md"
 MARK = "<!-- inference-table -->"
-
-
-def timings(fn, one: torch.Tensor, big: torch.Tensor, *, calls: int = 200, seconds: float = 5.0) -> dict:
-    for _ in range(5):
-        fn(one)
-    fn(big)
-    lat = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        fn(one)
-        lat.append(time.perf_counter() - t)
-    n, t0 = 0, time.perf_counter()
-    while n < 3 or time.perf_counter() - t0 < seconds:
-        fn(big)
-        n += 1
-    return {"p50_ms": float(np.percentile(lat, 50) * 1000), "p95_ms": float(np.percentile(lat, 95) * 1000),
-            "images_per_second": n * len(big) / (time.perf_counter() - t0)}
 
 
 def predict_all(fn, x: torch.Tensor, batch: int = 250) -> torch.Tensor:
@@ -118,7 +100,7 @@ def main() -> None:
 
 def measure(args) -> dict:
     from imgcls.deploy.export import export_onnx, set_onnx_metadata
-    from imgcls.deploy.quantize import quantize_onnx_static
+    from imgcls.deploy.quantize import measure_speed, quantize_onnx_static
     from imgcls.deploy.runtime import META_KEY, OnnxModel
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -130,7 +112,8 @@ def measure(args) -> dict:
 
     def add(label: str, fn, note: str = "") -> None:
         print(f"{label} ...", flush=True)
-        t = timings(fn, one, big)
+        sp = measure_speed(fn, x, batch=args.batch, repeats=200, seconds=120, throughput_seconds=5)
+        t = {"p50_ms": sp.latency_ms_p50, "p95_ms": sp.latency_ms_p95, "images_per_second": sp.images_per_second}
         pred = predict_all(fn, x)
         row = {"path": label, **t, "agreement": float((pred == eager_pred).float().mean()), "note": note}
         if y is not None:

@@ -131,7 +131,7 @@ def scan_file(job: tuple[str, str, str]) -> FileScan:
 
 def folder_files(name: str, root: Path) -> dict[str, list[tuple[str, str]]] | None:
     """{split: [(class, path)]} of an image-folder data set, or None for one held in memory (MNIST, batches)."""
-    from imgcls.data.sources import find_split_dirs
+    from imgcls.data.sources import _class_dirs, find_split_dirs
 
     if name == "folder":
         dirs = find_split_dirs(root)
@@ -149,7 +149,7 @@ def folder_files(name: str, root: Path) -> dict[str, list[tuple[str, str]]] | No
     out: dict[str, list[tuple[str, str]]] = {}
     for split, d in dirs.items():
         entries = []
-        for cdir in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for cdir in _class_dirs(d):  # the class folders the loaders use
             if name == "caltech101" and cdir.name == "BACKGROUND_Google":
                 continue
             for p in sorted(cdir.rglob("*")):

@@ -271,9 +271,7 @@ def create_app(ckpt: str | Path, *, device: str = "cpu", api_key: str | None = N
             for name, data in files]))
 
     def result(probs: torch.Tensor, name: str, k: int) -> dict[str, Any]:
-        scores, idx = probs.topk(k)
-        top = [{"label": meta.classes[i], "score": round(float(s), 6)} for s, i in zip(scores.tolist(), idx.tolist())]
-        return {"filename": name, "label": top[0]["label"], "score": top[0]["score"], "index": int(idx[0]), "top_k": top}
+        return {"filename": name, **predictor._result(probs, k)}  # the Predictor's own top-k format
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():

@@ -92,8 +92,32 @@ def test_bad_aug_values():
         coerce(AugConfig, {"cutout": -1}, "aug")
 
 
-def test_training_with_every_augmentation(image_folder, tmp_path):
-    """MixUp + CutMix (soft targets through the loss and the accuracy), a policy and cutout, end to end."""
+def test_training_with_every_augmentation(image_folder, tmp_path, monkeypatch):
+    """MixUp + CutMix (soft targets through the loss and the accuracy), a policy and cutout, end to end.
+
+    Spies check that each option reaches training (not only that training survives it).
+    """
+    import imgcls.data.tensor_loader as tl
+
+    calls = {"policy": 0, "cutout": 0, "mix": 0}
+
+    def spy(name, fn):
+        def wrapped(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(tl, "apply_policy", spy("policy", tl.apply_policy))
+    monkeypatch.setattr(tl, "cutout", spy("cutout", tl.cutout))
+    real_mix = BatchMix.__call__
+
+    def mix(self, x, y):
+        x2, y2 = real_mix(self, x, y)
+        assert y2.ndim == 2  # soft targets go on to the loss
+        calls["mix"] += 1
+        return x2, y2
+
+    monkeypatch.setattr(BatchMix, "__call__", mix)
     root = image_folder(n_train=8, n_test=4, size=12)
     r = train(data={"name": "folder", "root": str(root), "val_fraction": 0},
               model={"name": "simple_cnn", "width": 4},
@@ -101,6 +125,7 @@ def test_training_with_every_augmentation(image_folder, tmp_path):
               optim={"name": "adam", "lr": 1e-3}, trainer={"epochs": 2, "batch_size": 8, "project": str(tmp_path),
                                                            "progress": False, "device": "cpu"})
     assert len(r.history) == 2
+    assert calls["policy"] >= 2 and calls["cutout"] >= 2 and calls["mix"] >= 2, calls  # every step of both epochs
     assert all(0 <= h["train_acc"] <= 1 and h["train_loss"] > 0 for h in r.history)
     assert 0 <= r.metrics["top1"] <= 1
 
