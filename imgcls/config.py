@@ -114,6 +114,9 @@ class TrainerConfig:
     # autotuning. Same seed, device, thread count and library versions give the same weights and
     # results.csv (but its seconds). Not with time_budget (the clock decides how far training gets).
     deterministic: bool = False
+    # Under torchrun on GPUs: batch-norm statistics computed over the global batch instead of each
+    # process's slice (nn.SyncBatchNorm). Worth it when the per-GPU batch is small (< ~32 images).
+    sync_batchnorm: bool = False
 
 
 @dataclass

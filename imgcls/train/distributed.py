@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.distributed as tdist
+from torch import nn
 
 from imgcls.errors import ImgclsError
 
@@ -97,6 +98,15 @@ def gather_cat(d: Dist, t: torch.Tensor) -> torch.Tensor:
     out = [torch.empty_like(padded) for _ in range(d.world)]
     tdist.all_gather(out, padded)
     return torch.cat([o[:n] for o, n in zip(out, sizes)])
+
+
+def sync_batchnorm(net: nn.Module, device: torch.device) -> nn.Module:
+    """`net` with every batch-norm layer replaced by nn.SyncBatchNorm (same parameters and buffers), so
+    that statistics are computed over the global batch. PyTorch synchronizes them on GPUs only."""
+    if device.type != "cuda":
+        raise ImgclsError(f"trainer.sync_batchnorm=true needs GPUs (PyTorch synchronizes batch norm on CUDA "
+                          f"only); this run is on {device}: leave it false")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(net)
 
 
 def barrier(d: Dist) -> None:

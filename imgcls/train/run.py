@@ -31,7 +31,7 @@ from imgcls.evaluate.calibration import fit_temperature
 from imgcls.evaluate.infer import predict_logits
 from imgcls.evaluate.tta import tta_logits
 from imgcls.train.loop import Budget, fit
-from imgcls.train.distributed import all_max, barrier, broadcast, device_for
+from imgcls.train.distributed import all_max, barrier, broadcast, device_for, sync_batchnorm
 from imgcls.train.distributed import init as init_distributed
 from imgcls.train.distributed import shutdown as shutdown_distributed
 from imgcls.train.optim import build_optimizer
@@ -238,6 +238,8 @@ def _train(*, data, model, optim, sched, aug, loss, trainer, budget_from) -> Tra
                           f"of {dist.world} processes): lower trainer.batch_size")
     if dist.enabled and val_loader is not None and len(bundle.val) < dist.world:
         raise ImgclsError(f"the validation split has {len(bundle.val)} images, fewer than the {dist.world} processes")
+    if tcfg.sync_batchnorm and dist.enabled:  # before the optimizer and EMA copy: same parameters, new modules
+        net = sync_batchnorm(net, device)
     optimizer = build_optimizer(net, ocfg, freeze_epochs=tcfg.freeze_epochs)
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(tcfg.ema_decay), use_buffers=True) \
         if tcfg.ema_decay > 0 else None

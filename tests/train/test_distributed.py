@@ -63,3 +63,21 @@ def test_two_processes_match_one(tmp_path):
             assert float(ra[k]) == pytest.approx(float(rb[k]), abs=1e-4), (k, ra, rb)
     m_two = json.loads((tmp_path / "runs" / "two" / "metrics.json").read_text())
     assert m_two["top1"] == pytest.approx(one.metrics["top1"], abs=1e-6)
+
+
+def test_sync_batchnorm_swaps_layers_keeps_parameters_and_refuses_cpu():
+    from torch import nn
+
+    from imgcls.errors import ImgclsError
+    from imgcls.train.distributed import sync_batchnorm
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Sequential(nn.BatchNorm2d(4)))
+    params = [id(p) for p in net.parameters()]
+    keys = list(net.state_dict())
+    synced = sync_batchnorm(net, torch.device("cuda"))  # converting needs no GPU; running it does
+    kinds = [type(m) for m in synced.modules()]
+    assert kinds.count(nn.SyncBatchNorm) == 2 and nn.BatchNorm2d not in kinds
+    assert [id(p) for p in synced.parameters()] == params  # the optimizer built afterwards sees the same tensors
+    assert list(synced.state_dict()) == keys  # model files load into plain batch norm
+    with pytest.raises(ImgclsError, match="sync_batchnorm=true needs GPUs"):
+        sync_batchnorm(net, torch.device("cpu"))
