@@ -24,6 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.cifar10_speed import cpu_name  # noqa: E402
+from imgcls.ablation.run import read_table  # noqa: E402
 from imgcls.explain.lr_find import valley  # noqa: E402
 
 STUDY = ROOT / "imgcls" / "conf" / "ablation" / "cifar10_lr.yaml"
@@ -42,11 +43,7 @@ def families(spec: dict) -> dict[str, dict]:
 
 
 def sweep_best(rates: dict[str, float]) -> tuple[float, float] | None:
-    table = OUT / "results.csv"
-    if not table.is_file():
-        return None
-    with open(table, newline="") as f:
-        acc = {r["variant"]: float(r["test_top1"]) for r in csv.DictReader(f) if r["variant"] in rates}
+    acc = {r["variant"]: float(r["test_top1"]) for r in read_table(OUT / "results.csv") if r["variant"] in rates}
     if not acc:
         return None
     best = max(acc, key=acc.get)
