@@ -128,3 +128,14 @@ def test_ablate_and_report_configs_compose():
     with initialize_config_module("imgcls.conf", version_base="1.3"):
         cfg = compose("ablate", overrides=["ablation=cifar10", "max_runs=2"])
     assert cfg.max_runs == 2 and cfg.ablation.budget.epochs == 3 and cfg.out is None
+
+
+def test_long_study_reruns_the_short_studys_variants():
+    from imgcls.ablation import spec_from_dict
+
+    with initialize_config_module("imgcls.conf", version_base="1.3"):
+        short, long = (spec_from_dict(OmegaConf.to_container(compose("ablate", overrides=[f"ablation={n}"]).ablation))
+                       for n in ("cifar10", "cifar10_long"))
+    assert long.epochs > short.epochs and long.base == short.base and 1 < len(long.variants) < len(short.variants)
+    for v in long.variants:  # same overrides as in the short study, so the two rankings compare
+        assert v.overrides == short.variant(v.name).overrides

@@ -58,9 +58,19 @@ class AblationSpec:
     epochs: int | None = None  # ... or epochs
     description: str = ""
     factors: dict[str, str] = field(default_factory=dict)  # factor -> what the base recipe uses for it
+    # keep only these variants (and the base): a study that re-runs some of another's variants, e.g. at a
+    # longer budget, takes that study's file as its Hydra default and names the variants here
+    select: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.variants = [v if isinstance(v, Variant) else _variant(v) for v in self.variants]
+        if self.select is not None:
+            self.select = [self.select] if isinstance(self.select, str) else [str(n) for n in self.select]
+            missing = [n for n in self.select if n != BASE and n not in {v.name for v in self.variants}]
+            if missing:
+                raise ImgclsError(f"ablation {self.name}: select names unknown variant(s) {', '.join(missing)}; "
+                                  f"it has: {', '.join(v.name for v in self.variants)}")
+            self.variants = [v for v in self.variants if v.name == BASE or v.name in self.select]
         if not any(v.name == BASE for v in self.variants):
             self.variants.insert(0, Variant(BASE, BASE, [], "the base recipe"))
         names = [v.name for v in self.variants]
@@ -121,7 +131,8 @@ def spec_from_dict(d: dict) -> AblationSpec:
     return AblationSpec(name=str(d.get("name") or "ablation"), base=[base] if isinstance(base, str) else list(base),
                         variants=list(d.get("variants") or []), seeds=int(d.get("seeds", 3)),
                         seconds=budget.get("seconds", d.get("seconds")), epochs=budget.get("epochs", d.get("epochs")),
-                        description=str(d.get("description", "") or ""), factors=dict(d.get("factors") or {}))
+                        description=str(d.get("description", "") or ""), factors=dict(d.get("factors") or {}),
+                        select=d.get("select"))
 
 
 def overrides_key(overrides: Iterable[str]) -> str:

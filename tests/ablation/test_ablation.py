@@ -56,6 +56,15 @@ def test_spec_validation():
         spec_from_dict({"name": "s", "base": [], "budget": {"epochs": 1}, "variantz": []})
 
 
+def test_select_keeps_some_variants_and_the_base():
+    variants = [{"name": n, "overrides": [f"x={i}"]} for i, n in enumerate(["a", "b", "c"])]
+    spec = spec_from_dict({"name": "s", "base": [], "budget": {"epochs": 9}, "variants": variants, "select": ["c", "a"]})
+    assert [v.name for v in spec.variants] == ["base", "a", "c"] and spec.variant("c").overrides == ["x=2"]
+    assert [v.name for v in spec_from_dict(spec.to_dict()).variants] == ["base", "a", "c"]  # as study.yaml does
+    with pytest.raises(ImgclsError, match="select names unknown variant.*zz"):
+        spec_from_dict({"name": "s", "base": [], "budget": {"epochs": 1}, "variants": variants, "select": ["a", "zz"]})
+
+
 def test_runs_every_variant_and_seed_and_resumes(tmp_path, image_folder):
     root = image_folder(n_train=8, n_test=4, size=12)
     out = tmp_path / "study"
