@@ -98,9 +98,12 @@ def main() -> None:
         lines.append(f"| {name} | {lrs[0]:.2g} – {lrs[-1]:.2g} ({len(rows)} steps) | {lrs[valley(lrs, losses)]:.3g} | "
                      f"{lowest(folder / 'lr_find.csv'):.3g} | {swept} | "
                      + (f"{best[0]:g} | {100 * best[1]:.2f} |" if best else "— | — |"))
-    text = ("<!-- written by benchmarks/cifar10_lr_find.py -->\n"
+    text = ("<!-- written by benchmarks/cifar10_lr_find.py -->\n## How the rates were chosen\n\n"
+            "Each family's range test (`imgcls lr-find`) against the sweep's rates and results; "
+            "docs/cifar10_analysis.md compares the two.\n"
             f"Range tests: `python benchmarks/cifar10_lr_find.py` ({cpu_name()}; one run per family, "
-            "its first 100 training batches; each family's curve and command are in lr_find/). Sweep: "
+            "its first 100 training batches; each family's curve and command are in "
+            f"{OUT.relative_to(ROOT).as_posix()}/lr_find/). Sweep: "
             "`imgcls ablate ablation=cifar10_lr` (3 epochs, seed 0).\n\n" + "\n".join(lines) + "\n")
     (OUT / "lr_find.md").write_text(text)
     print(text)
