@@ -33,6 +33,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 ZOO = [
     ("MLP 1024-1024", "mlp", {"hidden": [1024, 1024], "img_size": 28}, (1, 28), "mnist_mlp.json", "mnist_mlp_full", [],
      "imgcls train experiment=mnist_mlp_full"),
+    ("MLP 1024-512 (CIFAR-10 study)", "mlp", {"hidden": [1024, 512], "img_size": 32}, (3, 32), None, None, None,
+     "imgcls ablate ablation=cifar10 only=[mlp]"),
     ("LeNet-5", "lenet5", {}, (1, 28), None, None, None, "imgcls train data=mnist model=lenet5"),
     ("fastnet 16-32-64 (MNIST CNN)", "fastnet", {"widths": [16, 32, 64]}, (1, 28), "mnist_cnn.json", "mnist_cnn", [],
      "imgcls train experiment=mnist_cnn"),
@@ -50,6 +52,8 @@ ZOO = [
     ("MobileNet v2 1.0", "mobilenet_v2", {}, (3, 32), None, None, None, "imgcls train model=mobilenet_v2"),
     ("MobileNet v2 0.25 (last 320)", "mobilenet_v2", {"width": 0.25, "last_channels": 320}, (3, 32), None, None, None,
      "imgcls train model=mobilenet_v2 model.width=0.25 model.last_channels=320"),
+    ("fastnet 16-32-64 (CIFAR-10 study)", "fastnet", {"widths": [16, 32, 64]}, (3, 32), None, None, None,
+     "imgcls train experiment=cifar10_ablation"),
     ("fastnet 64-128-128 (cifar10_cpu10)", "fastnet", {"widths": [64, 128, 128]}, (3, 32), "cifar10_cpu10_tuning.json",
      "cifar10_cpu10", ["trainer.tta=1"], "imgcls train experiment=cifar10_cpu10"),
     ("fastnet 64-256-256 (cifar10_fast)", "fastnet", {}, (3, 32), None, None, None, "imgcls train experiment=cifar10_fast"),
