@@ -136,6 +136,10 @@ def test_long_study_reruns_the_short_studys_variants():
     with initialize_config_module("imgcls.conf", version_base="1.3"):
         short, long = (spec_from_dict(OmegaConf.to_container(compose("ablate", overrides=[f"ablation={n}"]).ablation))
                        for n in ("cifar10", "cifar10_long"))
-    assert long.epochs > short.epochs and long.base == short.base and 1 < len(long.variants) < len(short.variants)
+    assert long.epochs > short.epochs and long.base == short.base and long.seeds == short.seeds
+    # exactly the selected variants and the base, in the short study's order
+    assert [v.name for v in long.variants] == [v.name for v in short.variants if v.name in {"base", *long.select}]
+    assert len(long.variants) == len(set(long.select)) + 1 < len(short.variants)
+    assert "ten epochs" in long.factors["schedule"] and long.factors["backbone"] == short.factors["backbone"]
     for v in long.variants:  # same overrides as in the short study, so the two rankings compare
         assert v.overrides == short.variant(v.name).overrides

@@ -66,6 +66,8 @@ class AblationSpec:
         self.variants = [v if isinstance(v, Variant) else _variant(v) for v in self.variants]
         if self.select is not None:
             self.select = [self.select] if isinstance(self.select, str) else [str(n) for n in self.select]
+            if not self.select:
+                raise ImgclsError(f"ablation {self.name}: select is empty; name the variants to keep, or leave select out")
             missing = [n for n in self.select if n != BASE and n not in {v.name for v in self.variants}]
             if missing:
                 raise ImgclsError(f"ablation {self.name}: select names unknown variant(s) {', '.join(missing)}; "

@@ -63,6 +63,10 @@ def test_select_keeps_some_variants_and_the_base():
     assert [v.name for v in spec_from_dict(spec.to_dict()).variants] == ["base", "a", "c"]  # as study.yaml does
     with pytest.raises(ImgclsError, match="select names unknown variant.*zz"):
         spec_from_dict({"name": "s", "base": [], "budget": {"epochs": 1}, "variants": variants, "select": ["a", "zz"]})
+    assert [v.name for v in spec_from_dict({"name": "s", "base": [], "budget": {"epochs": 1}, "variants": variants,
+                                            "select": "b"}).variants] == ["base", "b"]
+    with pytest.raises(ImgclsError, match="select is empty"):
+        spec_from_dict({"name": "s", "base": [], "budget": {"epochs": 1}, "variants": variants, "select": []})
 
 
 def test_runs_every_variant_and_seed_and_resumes(tmp_path, image_folder):
