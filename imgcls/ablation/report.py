@@ -215,24 +215,38 @@ def plot_curves(factor: str, stats: list[VariantStats], study_dir: Path, path: P
     return save_figure(fig, path)
 
 
+ZOOM_POINTS = 5.0  # the scatter's second panel shows the variants within this many points of the best
+
+
 def plot_scatter(stats: list[VariantStats], path: Path, x_key: str) -> Path:
-    """Accuracy against time for every variant, coloured by factor (error bars: std over seeds)."""
-    fig = Figure(figsize=(8, 5.5))
-    ax = fig.subplots()
+    """Accuracy against time for every variant, coloured by factor (error bars: std over seeds).
+
+    When some variants are far behind the best, a second panel zooms in on those within ZOOM_POINTS of
+    it, where the leading variants crowd together and their labels would overlap.
+    """
     factors = [BASE, *factors_of(stats)]
     cmap = {f: c for f, c in zip(factors, ["black", *[f"C{i}" for i in range(10)] * 3])}
-    for s in stats:
-        x = s.seconds_per_epoch if x_key == "seconds_per_epoch" else s.train_seconds
-        ax.errorbar(x, s.mean, yerr=s.std, fmt="o", color=cmap[s.factor], capsize=2, ms=5)
-        ax.annotate(s.name, (x, s.mean), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    best = max(s.mean for s in stats)
+    near = [s for s in stats if s.mean >= best - ZOOM_POINTS]
+    panels = [(stats, "every variant", True)] + ([(near, f"within {ZOOM_POINTS:g} points of the best", False)]
+                                                 if len(near) < len(stats) and len(near) > 1 else [])
+    fig = Figure(figsize=(8 if len(panels) == 1 else 14, 5.5))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (group, title, log_x) in zip(axes, panels):
+        for s in group:
+            x = s.seconds_per_epoch if x_key == "seconds_per_epoch" else s.train_seconds
+            ax.errorbar(x, s.mean, yerr=s.std, fmt="o", color=cmap[s.factor], capsize=2, ms=5)
+            ax.annotate(s.name, (x, s.mean), fontsize=6 if log_x else 7, xytext=(3, 3), textcoords="offset points")
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(("training seconds per epoch" if x_key == "seconds_per_epoch" else "training seconds")
+                      + (" (log)" if log_x else ""))
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title(f"{title}: accuracy against time")
+        ax.grid(alpha=0.3)
     for f in factors:
-        ax.scatter([], [], color=cmap[f], label=f)
-    ax.set_xscale("log")
-    ax.set_xlabel("training seconds per epoch (log)" if x_key == "seconds_per_epoch" else "training seconds (log)")
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title("every variant: accuracy against time")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+        axes[0].scatter([], [], color=cmap[f], label=f)
+    axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     return save_figure(fig, path)
 

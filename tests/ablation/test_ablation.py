@@ -232,6 +232,20 @@ def test_report_tables_and_figures(tmp_path):
         assert fig.relative_to(tmp_path / "docs").as_posix() in md
 
 
+def test_scatter_zooms_in_when_some_variants_are_far_behind(tmp_path):
+    from imgcls.ablation.report import ZOOM_POINTS, plot_scatter
+
+    def width(stats, name):  # PNG header: width is the big-endian int at bytes 16-20
+        return int.from_bytes(plot_scatter(stats, tmp_path / name, "train_seconds").read_bytes()[16:20], "big")
+
+    study = tmp_path / "s"
+    write_study(study, {"base": [80, 81], "a": [81, 82], "far": [50, 51]}, {"base": "base", "a": "aug", "far": "aug"})
+    stats = variant_stats(read_table(study / "results.csv"))
+    assert min(s.mean for s in stats) < max(s.mean for s in stats) - ZOOM_POINTS
+    one_panel = width([s for s in stats if s.name != "far"], "near.png")
+    assert width(stats, "all.png") > 1.5 * one_panel  # a second, zoomed panel beside the first
+
+
 def test_report_needs_results(tmp_path):
     with pytest.raises(ImgclsError, match="imgcls ablate"):
         make_report(tmp_path)
