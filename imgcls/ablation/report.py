@@ -47,6 +47,17 @@ class VariantStats:
     ci: tuple[float, float] | None = None  # 95% interval of that difference; None when either has < 2 seeds
     note: str = ""
     curves: list[str] = field(default_factory=list)
+    accs_no_tta: list[float] = field(default_factory=list)  # the same runs' single-view test top-1, in %
+    eval_seconds: float = math.nan
+
+    @property
+    def tta_gains(self) -> list[float]:
+        """Per seed: test top-1 with test-time augmentation minus without it, on the same weights (points)."""
+        return [a - b for a, b in zip(self.accs, self.accs_no_tta) if not math.isnan(b)]
+
+    @property
+    def uses_tta(self) -> bool:
+        return any(abs(g) > 1e-9 for g in self.tta_gains)
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -73,6 +84,19 @@ def welch_ci(a: list[float], b: list[float], level: float = 0.95) -> tuple[float
     return (d - t * se, d + t * se)
 
 
+def paired_ci(diffs: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Confidence interval of the mean of paired differences (Student's t, n - 1 df); None below 2 pairs."""
+    from scipy import stats
+
+    if len(diffs) < 2:
+        return None
+    d, half = statistics.fmean(diffs), 0.0
+    sd = statistics.stdev(diffs)
+    if sd > 0:
+        half = float(stats.t.ppf(0.5 + level / 2, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
+    return (d - half, d + half)
+
+
 def _float(value, default: float = math.nan) -> float:
     try:
         return float(value)
@@ -97,7 +121,9 @@ def variant_stats(rows: list[dict], spec: AblationSpec | None = None) -> list[Va
             epochs=_mean([_float(r["epochs"]) for r in rs]), train_seconds=_mean([_float(r["train_seconds"]) for r in rs]),
             total_seconds=_mean([_float(r["total_seconds"]) for r in rs]),
             images_per_second=_mean([_float(r["images_per_second"]) for r in rs]), note=notes.get(name, ""),
-            curves=[r["curve"] for r in rs if r.get("curve")]))
+            curves=[r["curve"] for r in rs if r.get("curve")],
+            accs_no_tta=[100 * _float(r.get("test_top1_no_tta")) for r in rs],
+            eval_seconds=_mean([_float(r.get("eval_seconds")) for r in rs])))
     base = next((s for s in out if s.name == BASE), None)
     if base is not None:
         for s in out:
@@ -149,6 +175,23 @@ def table_rows(stats: list[VariantStats]) -> list[list[str]]:
     return [[s.name, f"`{s.overrides}`" if s.overrides else "(base recipe)", str(s.n), fmt_acc(s), fmt_diff(s),
              verdict(s), f"{s.epochs:.1f}", f"{s.train_seconds:.0f}", f"{s.seconds_per_epoch:.1f}",
              f"{s.images_per_second:.0f}" if not math.isnan(s.images_per_second) else "—"] for s in stats]
+
+
+TTA_HEAD = ["variant", "seeds", "without TTA %", "with TTA %", "gain, points [95% CI, paired]", "eval s"]
+
+
+def tta_rows(stats: list[VariantStats]) -> list[list[str]]:
+    """One row per variant evaluated with test-time augmentation: its gain over the same weights' single view."""
+    out = []
+    for s in stats:
+        if not s.uses_tta:
+            continue
+        gains, plain = s.tta_gains, [b for b in s.accs_no_tta if not math.isnan(b)]
+        ci = paired_ci(gains)
+        out.append([s.name, str(len(gains)), f"{_mean(plain):.2f}", f"{s.mean:.2f}",
+                    f"{_mean(gains):+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""),
+                    f"{s.eval_seconds:.1f}" if not math.isnan(s.eval_seconds) else "—"])
+    return out
 
 
 def markdown_table(head: list[str], rows: list[list[str]]) -> str:
@@ -355,6 +398,13 @@ def make_report(study_dir: str | Path, *, out_dir: str | Path | None = None, nam
         if spec and factor in spec.factors:
             md += [f"Base recipe: {spec.factors[factor]}.", ""]
         md += [markdown_table(TABLE_HEAD, table_rows(group)), ""]
+        tta = tta_rows(group)
+        if tta:
+            md += ["Test-time augmentation changes only how the trained weights are scored: each of these runs was "
+                   "also scored with a single view, so its gain is measured on the same weights, seed by seed (a "
+                   "paired interval, free of the training noise that the Δ column above carries).", "",
+                   markdown_table(TTA_HEAD, tta + [[b.name, str(b.n), f"{b.mean:.2f}", "—", "—", f"{b.eval_seconds:.1f}"]
+                                                   for b in base if not math.isnan(b.eval_seconds)]), ""]
         noted = [s for s in group if s.note]
         if noted:
             md += [*(f"- **{s.name}**: {s.note}" for s in noted), ""]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imgcls.ablation import (AblationSpec, InProcessRunner, make_report, read_table, run_ablation, spec_from_dict,
-                             variant_stats, welch_ci)
+from imgcls.ablation import (AblationSpec, InProcessRunner, make_report, paired_ci, read_table, run_ablation,
+                             spec_from_dict, variant_stats, welch_ci)
 from imgcls.ablation.run import COLUMNS, SubprocessRunner
 from imgcls.errors import ImgclsError
 
@@ -146,7 +146,9 @@ def test_subprocess_runner_reports_the_failure(tmp_path):
 # The report, from a fixed results table
 
 
-def write_study(path: Path, accs: dict[str, list[float]], factors: dict[str, str]) -> None:
+def write_study(path: Path, accs: dict[str, list[float]], factors: dict[str, str],
+                no_tta: dict[str, list[float]] | None = None) -> None:
+    """A study folder with fixed test accuracies (in %) per variant and seed; `no_tta` the single-view scores."""
     path.mkdir(parents=True)
     spec = AblationSpec(name="fixed", base=["experiment=x"], seconds=100, seeds=3,
                         variants=[{"name": n, "factor": factors[n], "overrides": [f"k={n}"] if n != "base" else []}
@@ -164,8 +166,8 @@ def write_study(path: Path, accs: dict[str, list[float]], factors: dict[str, str
                                           "1,10.0,2.0,0.3,,,0.1\n2,10.0,1.5,0.5,,,0.05\n")
                 w.writerow({"study": "fixed", "variant": name, "factor": factors.get(name, "gone"),
                             "overrides": "" if name == "base" else f"k={name}", "budget": "100s", "seed": seed,
-                            "test_top1": a / 100, "test_top1_no_tta": a / 100, "epochs": 2, "train_seconds": 20.0,
-                            "eval_seconds": 2, "total_seconds": 30, "images_per_second": 500 if name != "slow" else 250,
+                            "test_top1": a / 100, "test_top1_no_tta": (no_tta or {}).get(name, values)[seed] / 100,
+                            "epochs": 2, "train_seconds": 20.0, "eval_seconds": 6 if name in (no_tta or {}) else 2, "total_seconds": 30, "images_per_second": 500 if name != "slow" else 250,
                             "curve": curve, "run_dir": "x", "hardware": "Test CPU, 2 cores", "torch": "2.x",
                             "load_average": 0.5, "finished_at": f"2026-01-01 00:00:0{seed}"})
 
@@ -230,6 +232,28 @@ def test_report_tables_and_figures(tmp_path):
     for fig in rep.figures:
         assert fig.read_bytes()[:8] == PNG and fig.stat().st_size > 5000
         assert fig.relative_to(tmp_path / "docs").as_posix() in md
+
+
+def test_report_measures_tta_on_the_same_weights(tmp_path):
+    """A TTA variant's gain is paired seed by seed with its own single-view score, not compared with the base's."""
+    study = tmp_path / "study"
+    write_study(study, {"base": [80, 82, 81], "tta": [81.5, 83.0, 82.5], "flip": [81, 82, 83]},
+                {"base": "base", "tta": "eval", "flip": "aug"}, no_tta={"tta": [80, 82, 81]})
+    stats = {s.name: s for s in variant_stats(read_table(study / "results.csv"))}
+    assert stats["tta"].tta_gains == pytest.approx([1.5, 1.0, 1.5]) and stats["tta"].uses_tta
+    assert not stats["flip"].uses_tta and not stats["base"].uses_tta
+    lo, hi = paired_ci([1.5, 1.0, 1.5])
+    half = 4.30265273 * (1 / 12) ** 0.5 / 3 ** 0.5  # t(0.975, 2) * sd / sqrt(n)
+    assert (lo, hi) == (pytest.approx(4 / 3 - half, abs=1e-6), pytest.approx(4 / 3 + half, abs=1e-6))
+    assert paired_ci([1.0]) is None and paired_ci([2.0, 2.0]) == (2.0, 2.0)
+
+    md = make_report(study, out_dir=tmp_path / "docs", name="r").markdown.read_text()
+    section = md.split("## eval")[1].split("## ")[0]
+    assert f"| tta | 3 | 81.00 | 82.33 | +1.33 [{lo:+.2f}, {hi:+.2f}] | 6.0 |" in section
+    assert "| base | 3 | 81.00 | — | — | 2.0 |" in section
+    assert "paired" not in md.split("## aug")[1].split("## ")[0]  # no TTA table where nothing used TTA
+    # the unpaired difference to the base is wider: training noise of two sets of runs
+    assert stats["tta"].ci[1] - stats["tta"].ci[0] > hi - lo
 
 
 def test_scatter_zooms_in_when_some_variants_are_far_behind(tmp_path):
