@@ -186,9 +186,10 @@ def tta_rows(stats: list[VariantStats]) -> list[list[str]]:
     for s in stats:
         if not s.uses_tta:
             continue
-        gains, plain = s.tta_gains, [b for b in s.accs_no_tta if not math.isnan(b)]
+        pairs = [(a, b) for a, b in zip(s.accs, s.accs_no_tta) if not math.isnan(b)]
+        gains = s.tta_gains
         ci = paired_ci(gains)
-        out.append([s.name, str(len(gains)), f"{_mean(plain):.2f}", f"{s.mean:.2f}",
+        out.append([s.name, str(len(gains)), f"{_mean([b for _, b in pairs]):.2f}", f"{_mean([a for a, _ in pairs]):.2f}",
                     f"{_mean(gains):+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""),
                     f"{s.eval_seconds:.1f}" if not math.isnan(s.eval_seconds) else "—"])
     return out
