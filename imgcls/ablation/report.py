@@ -404,8 +404,9 @@ def make_report(study_dir: str | Path, *, out_dir: str | Path | None = None, nam
             md += ["Test-time augmentation changes only how the trained weights are scored: each of these runs was "
                    "also scored with a single view, so its gain is measured on the same weights, seed by seed (a "
                    "paired interval, free of the training noise that the Δ column above carries).", "",
-                   markdown_table(TTA_HEAD, tta + [[b.name, str(b.n), f"{b.mean:.2f}", "—", "—", f"{b.eval_seconds:.1f}"]
-                                                   for b in base if not math.isnan(b.eval_seconds)]), ""]
+                   markdown_table(TTA_HEAD, tta + [  # the base's single view, for its evaluation time
+                       [b.name, str(b.n), f"{b.mean:.2f}", "—", "—", f"{b.eval_seconds:.1f}"]
+                       for b in base if not b.uses_tta and not math.isnan(b.eval_seconds)]), ""]
         noted = [s for s in group if s.note]
         if noted:
             md += [*(f"- **{s.name}**: {s.note}" for s in noted), ""]
