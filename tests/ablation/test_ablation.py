@@ -255,6 +255,14 @@ def test_report_measures_tta_on_the_same_weights(tmp_path):
     # the unpaired difference to the base is wider: training noise of two sets of runs
     assert stats["tta"].ci[1] - stats["tta"].ci[0] > hi - lo
 
+    # a base that itself uses TTA is not listed as a single-view row (its score there would be the TTA one)
+    both = tmp_path / "both"
+    write_study(both, {"base": [81.5, 83.0, 82.5], "tta": [81.5, 83.0, 82.5]}, {"base": "base", "tta": "eval"},
+                no_tta={"base": [80, 82, 81], "tta": [80, 82, 81]})
+    md = make_report(both, out_dir=tmp_path / "docs2", name="r").markdown.read_text()
+    section = md.split("## eval")[1].split("## ")[0]
+    assert "| tta | 3 | 81.00 | 82.33 |" in section and "| base | 3 | 82.33 | — | — |" not in section
+
 
 def test_scatter_zooms_in_when_some_variants_are_far_behind(tmp_path):
     from imgcls.ablation.report import ZOOM_POINTS, plot_scatter
