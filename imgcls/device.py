@@ -52,7 +52,10 @@ def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.Gr
 
 
 def set_deterministic(on: bool) -> None:
-    """Deterministic kernels only (torch raises for an op without one) and no cuDNN autotuning; off restores defaults.
+    """Deterministic kernels only (torch raises for an op without one) and no cuDNN autotuning; off: autotuning on.
+
+    cuDNN's autotuner picks the fastest convolution per shape (our batches keep one shape) but may
+    pick differently from run to run, hence off when deterministic.
 
     cuBLAS needs CUBLAS_WORKSPACE_CONFIG before CUDA starts: it is set here when missing, which is in
     time unless this process has already used CUDA.
@@ -60,5 +63,5 @@ def set_deterministic(on: bool) -> None:
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(on)
-    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.benchmark = not on
     torch.backends.cudnn.deterministic = on

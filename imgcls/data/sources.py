@@ -276,6 +276,28 @@ def caltech101(root: Path, *, channels: int | None, image_size: int | None, smal
                              std=IMAGENET_STD, workers=workers, default_test_fraction=0.2)
 
 
+SYNTHETIC_TRAIN, SYNTHETIC_TEST, SYNTHETIC_CLASSES = 50_000, 10_000, 10  # CIFAR-10's shape
+
+
+@register_source("synthetic")
+def synthetic(root: Path, *, channels: int | None, image_size: int | None, small_max: int, cache_dir: str | None,
+              workers: int, download: bool) -> DataBundle:
+    """Random uint8 images with random labels, CIFAR-10-shaped (50,000 train, 10,000 test, 10 classes, 32x32 RGB).
+
+    For timing a recipe where the real data cannot be (a GPU check, a fresh machine): the step time is
+    that of real data of the same shape, the accuracy is chance. `data.image_size` and `data.channels`
+    change the shape, `data.limit` the counts; `root` is not read. Seeded, so every run sees the same images.
+    """
+    c, side = channels or 3, image_size or 32
+    g = torch.Generator().manual_seed(0)
+    splits = {s: Split(labels=torch.randint(0, SYNTHETIC_CLASSES, (n,), generator=g),
+                       ids=[f"synthetic:{s}:{i}" for i in range(n)],
+                       images=torch.randint(0, 256, (n, c, side, side), generator=g, dtype=torch.uint8))
+              for s, n in (("train", SYNTHETIC_TRAIN), ("test", SYNTHETIC_TEST))}
+    return DataBundle(name="synthetic", classes=[f"class{i}" for i in range(SYNTHETIC_CLASSES)], channels=c,
+                      image_size=(side, side), mean=[0.5] * c, std=[0.29] * c, **splits)
+
+
 def _make_torchvision_split(cls, root: Path, split: str, download: bool):
     import inspect
 

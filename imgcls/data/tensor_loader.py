@@ -94,7 +94,8 @@ class TensorLoader:
         self.flip_mode = flip_mode
         self.crop_size: int | None = None
         # Alternating flip (Jordan 2024, sec. 3.6): every image is seen both ways round in any two epochs.
-        self._flip_base = torch.rand(len(labels), generator=torch.Generator().manual_seed(seed)) < 0.5
+        # (kept on the device: indexing it with the batch's indices needs no device-to-host sync)
+        self._flip_base = (torch.rand(len(labels), generator=torch.Generator().manual_seed(seed)) < 0.5).to(device)
         c = images.shape[1]
         self.mean = torch.tensor(mean, device=device).view(1, c, 1, 1) * 255  # on uint8 scale
         self.std = torch.tensor(std, device=device).view(1, c, 1, 1) * 255
@@ -137,7 +138,7 @@ class TensorLoader:
             x = x.float()
             y = self.labels[idx] if idx is not None else self.labels[sl]
             if self.flip and self.flip_mode == "alternate":
-                base = self._flip_base[idx.cpu()] if idx is not None else self._flip_base[sl]
+                base = self._flip_base[idx] if idx is not None else self._flip_base[sl]
                 x = flip_where(x, base ^ bool(self.epoch % 2))
             elif self.flip:
                 x = random_flip(x, g)

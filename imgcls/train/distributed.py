@@ -23,10 +23,12 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    joined: bool = False  # a process group was joined (torchrun), even one of a single process
+    backend: str = ""  # of the CUDA tensors' collectives: "nccl" or "gloo"
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        return self.world > 1 or self.joined
 
     @property
     def is_main(self) -> bool:
@@ -37,13 +39,17 @@ SINGLE = Dist()
 
 
 def init(device_name: str = "auto") -> Dist:
-    """Join the process group torchrun set up (env RANK / WORLD_SIZE), or return the single-process Dist."""
+    """Join the process group torchrun set up (env RANK / WORLD_SIZE), or return the single-process Dist.
+
+    Under torchrun a single process joins too (world 1: DDP over NCCL or gloo), so that
+    `torchrun --nproc_per_node=1` on one GPU runs the distributed path it would run on several.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return SINGLE
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and device_name not in ("cpu", "mps")
     if not tdist.is_initialized():
-        cuda = torch.cuda.is_available() and device_name not in ("cpu", "mps")
         if cuda:
             torch.cuda.set_device(local)
         try:
@@ -51,7 +57,7 @@ def init(device_name: str = "auto") -> Dist:
             tdist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo")
         except Exception as e:  # a rendezvous that fails says so in many ways
             raise ImgclsError(f"could not join the {world} training processes: {str(e).splitlines()[0]}") from None
-    return Dist(rank=rank, world=world, local_rank=local)
+    return Dist(rank=rank, world=world, local_rank=local, joined=True, backend="nccl" if cuda else "gloo")
 
 
 def device_for(d: Dist, device: torch.device) -> torch.device:

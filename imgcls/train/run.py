@@ -280,7 +280,7 @@ def _train(*, data, model, optim, sched, aug, loss, trainer, budget_from) -> Tra
             raise ImgclsError(f"trainer.time_budget={tcfg.time_budget} leaves no time for training after loading and evaluation")
     say(f"training {mcfg.name} on {bundle.name} ({len(bundle.train)} train, "
         f"{len(bundle.val) if bundle.val is not None else 0} val images, {len(bundle.classes)} classes) "
-        f"on {device} in {run_dir}" + (f" with {dist.world} processes" if dist.enabled else ""))
+        f"on {device} in {run_dir}" + (f" with {dist.world} process{'es' if dist.world > 1 else ''} ({dist.backend})" if dist.enabled else ""))
     weights = class_weights_of(lcfg, bundle)
     if weights is not None:
         weights = weights.to(device)

@@ -141,3 +141,14 @@ def test_a_class_with_one_image_stays_in_train_and_the_rest_stays_stratified(ima
     purple = b.classes.index("purple")
     assert purple in b.train.labels.tolist() and purple not in b.val.labels.tolist()
     assert sorted(np.bincount(b.val.labels.numpy(), minlength=4).tolist()) == [0, 2, 2, 2]
+
+
+def test_synthetic_source_has_cifar_shape_is_seeded_and_takes_size_and_limit(tmp_path):
+    b = load_data(DataConfig(name="synthetic", root=str(tmp_path / "nothing_here"), val_fraction=0))
+    assert (len(b.train), len(b.test), len(b.classes)) == (50_000, 10_000, 10)
+    assert b.train.images.shape[1:] == (3, 32, 32) and b.train.images.dtype == torch.uint8
+    again = load_data(DataConfig(name="synthetic", val_fraction=0))
+    assert torch.equal(b.test.images[:100], again.test.images[:100])  # the same images every run
+    small = load_data(DataConfig(name="synthetic", image_size=16, channels=1, limit=300, val_fraction=0.1))
+    assert small.train.images.shape[1:] == (1, 16, 16) and len(small.test) == 300
+    assert len(small.train) + len(small.val) == 300

@@ -81,3 +81,15 @@ def test_sync_batchnorm_swaps_layers_keeps_parameters_and_refuses_cpu():
     assert list(synced.state_dict()) == keys  # model files load into plain batch norm
     with pytest.raises(ImgclsError, match="sync_batchnorm=true needs GPUs"):
         sync_batchnorm(net, torch.device("cpu"))
+
+
+def test_torchrun_with_one_process_joins_a_group(tmp_path):
+    """`torchrun --nproc_per_node=1` (one GPU's case) runs the distributed path, not the plain one."""
+    root = write_image_folder(tmp_path / "data", n_train=8, n_test=4, size=8)
+    env = {**os.environ, "IMGCLS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "imgcls", "train",
+           *OVERRIDES, "trainer.epochs=1", f"data.root={root}", f"trainer.project={tmp_path / 'runs'}", "trainer.name=one"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "with 1 process (gloo)" in p.stdout
+    assert (tmp_path / "runs" / "one" / "metrics.json").is_file()
