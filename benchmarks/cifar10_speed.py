@@ -24,20 +24,15 @@ from pathlib import Path
 
 WORKER = r"""
 import json, resource, sys, time
-import imgcls.cli as cli
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
-cli._register_configs()
-with initialize_config_module("imgcls.conf", version_base="1.3"):
-    cfg = compose("train", overrides=[a for a in sys.argv[1:] if a != "--warm"])
+from imgcls.cli import compose_train
+groups = compose_train([a for a in sys.argv[1:] if a != "--warm"])
 if "--warm" in sys.argv:  # decode the data set into the cache only, so that no timed seed pays for it
     from imgcls.config import DataConfig, coerce
     from imgcls.data import load_data
-    load_data(coerce(DataConfig, OmegaConf.to_container(cfg.data, resolve=True), "data"))
+    load_data(coerce(DataConfig, groups["data"], "data"))
     sys.exit(0)
-from imgcls.train.run import train
-groups = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "optim", "sched", "aug", "loss", "trainer")}
-r = train(**groups)
+import imgcls
+r = imgcls.train(**groups)
 s = r.metrics["summary"]
 print("RESULT " + json.dumps({
     "test_acc": r.metrics["top1"], "test_acc_no_tta": s.get("test_top1_no_tta", r.metrics["top1"]),

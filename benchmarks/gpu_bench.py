@@ -48,7 +48,7 @@ def machine() -> dict:
 
 def run(overrides: list[str], project: Path, name: str) -> dict:
     import imgcls
-    from imgcls.ablation.run import compose_train
+    from imgcls.cli import compose_train
 
     groups = compose_train([*overrides, f"trainer.project={project}", f"trainer.name={name}"])
     t0 = time.perf_counter()

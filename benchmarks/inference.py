@@ -42,8 +42,8 @@ def predict_all(fn, x: torch.Tensor, batch: int = 250) -> torch.Tensor:
 def real_images(args):
     """(model, test images, labels or None, calibration images (train split), name, meta)."""
     from imgcls.data import make_loader
-    from imgcls.evaluate.run import data_for_model
-    from imgcls.modelfile import load_model
+    from imgcls.evaluation.run import data_for_model
+    from imgcls.models import load_model
 
     if args.ckpt:
         model = load_model(args.ckpt)
@@ -59,7 +59,7 @@ def real_images(args):
     from imgcls.data import load_data
     from imgcls.config import DataConfig
     from imgcls.models.build import build_model
-    from imgcls.train.run import preprocess_of
+    from imgcls.setup import preprocess_of
 
     data = load_data(DataConfig(name="caltech101", image_size=224, mean=[0.485, 0.456, 0.406],
                                 std=[0.229, 0.224, 0.225]))

@@ -20,7 +20,7 @@ import torch
 
 from imgcls.config import DataConfig
 from imgcls.data import load_data
-from imgcls.evaluate.run import evaluate_model
+from imgcls.evaluation.run import evaluate_model
 from imgcls.models import create_model
 from imgcls.models.pretrained import load_pretrained
 

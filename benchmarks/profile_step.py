@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from imgcls.config import OptimConfig
 from imgcls.models import create_model
-from imgcls.train.optim import build_optimizer
+from imgcls.training.optim import build_optimizer
 
 
 def main() -> None:

@@ -5,16 +5,53 @@
     metrics = imgcls.evaluate(result.best)
     predictor = imgcls.Predictor.load(result.best)
     predictor.predict("digit.png")
+
+The names below load on first use (PEP 562), so `import imgcls` and `imgcls --help` do not pay for
+importing torch. The subpackages are `training` and `evaluation`: `imgcls.train` and
+`imgcls.evaluate` are always the functions, whatever else was imported.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from imgcls.errors import ImgclsError  # noqa: E402
-from imgcls.evaluate import evaluate, read_metrics  # noqa: E402
-from imgcls.modelfile import load_model, read_meta  # noqa: E402
-from imgcls.models import create_model, list_models, register_model  # noqa: E402
-from imgcls.predict import Predictor  # noqa: E402
-from imgcls.train.run import TrainResult, train  # noqa: E402
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ImgclsError", "Predictor", "TrainResult", "create_model", "evaluate", "list_models", "load_model",
-           "read_meta", "read_metrics", "register_model", "train"]
+from imgcls._version import __version__
+
+# public name -> the module that defines it
+_LAZY = {
+    "ImgclsError": "imgcls.errors",
+    "Predictor": "imgcls.predict",
+    "TrainResult": "imgcls.training.run",
+    "create_model": "imgcls.models",
+    "evaluate": "imgcls.evaluation.run",
+    "list_models": "imgcls.models",
+    "load_model": "imgcls.models",
+    "read_meta": "imgcls.modelfile",
+    "read_metrics": "imgcls.evaluation.metrics",
+    "register_model": "imgcls.models",
+    "train": "imgcls.training.run",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from imgcls.errors import ImgclsError
+    from imgcls.evaluation.metrics import read_metrics
+    from imgcls.evaluation.run import evaluate
+    from imgcls.modelfile import read_meta
+    from imgcls.models import create_model, list_models, load_model, register_model
+    from imgcls.predict import Predictor
+    from imgcls.training.run import TrainResult, train
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'imgcls' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # once loaded, a plain attribute: later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -25,7 +25,7 @@ from torch import nn
 from imgcls.errors import ImgclsError
 
 FORMAT_VERSION = 2  # bump when a field is added or changes meaning; `_upgrade` keeps older files loading
-META_KEY = "imgcls"
+META_KEY = "imgcls"  # the ModelMeta as JSON: in a model file's header, an ONNX file's metadata_props, a .pt2's extra file
 
 
 @dataclass
@@ -68,7 +68,7 @@ class ModelMeta:
 def _versions() -> dict[str, str]:
     import torchvision
 
-    from imgcls import __version__
+    from imgcls._version import __version__
 
     return {"imgcls": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "python": platform.python_version()}
@@ -116,8 +116,13 @@ def read_meta(path: str | os.PathLike) -> ModelMeta:
         raise ImgclsError(f"{path} is not a model file (expected an imgcls .safetensors file): {e}") from None
     if META_KEY not in header:
         raise ImgclsError(f"{path} is a safetensors file without imgcls metadata; load it as weights with model.pretrained instead")
+    return meta_from_json(header[META_KEY], path)
+
+
+def meta_from_json(text: str, path: str | os.PathLike) -> ModelMeta:
+    """The `ModelMeta` stored as JSON in a model file or an export (`path` names it in errors), older formats upgraded."""
     try:
-        return ModelMeta.from_dict(_upgrade(json.loads(header[META_KEY]), path))
+        return ModelMeta.from_dict(_upgrade(json.loads(text), Path(path)))
     except (json.JSONDecodeError, TypeError, KeyError) as e:
         raise ImgclsError(f"{path} has damaged imgcls metadata ({type(e).__name__}: {e})") from None
 
@@ -144,14 +149,3 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise ImgclsError(f"{path} is not a readable safetensors file: {e}") from None
-
-
-def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model from its file; returns it in eval mode with its `ModelMeta` as `.meta`."""
-    from imgcls.models import create_model
-
-    meta = read_meta(path)
-    model = create_model(meta.arch, **meta.arch_args)
-    load_weights(model, path, arch=meta.arch)
-    model.meta = meta
-    return model.to(device).eval()

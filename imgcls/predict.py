@@ -19,7 +19,7 @@ from PIL import Image
 from imgcls.data.file_loader import eval_transform
 from imgcls.data.image_io import is_image_file, open_image, to_mode
 from imgcls.errors import ImgclsError
-from imgcls.modelfile import load_model
+from imgcls.models import load_model
 from imgcls.device import select_device
 from imgcls.run_dir import new_run_dir
 
@@ -36,7 +36,7 @@ class Predictor:
         self.classes = self.meta.classes
         self.device = torch.device(device)
         self.batch_size = batch_size
-        # Temperature scaling (imgcls.evaluate.calibration): calibrated scores, the same predicted classes.
+        # Temperature scaling (imgcls.evaluation.calibration): calibrated scores, the same predicted classes.
         self.temperature = float(self.meta.calibration.get("temperature", 1.0))
         p = self.meta.preprocess
         self.channels = p.channels

@@ -107,3 +107,17 @@ def test_list_and_create_models():
     names = imgcls.list_models()
     assert {"mlp", "simple_cnn", "resnet_cifar20", "fastnet"} <= set(names)
     assert imgcls.create_model("simple_cnn", num_classes=4)(torch.zeros(1, 3, 16, 16)).shape == (1, 4)
+
+
+def test_import_is_light_and_the_verbs_are_never_shadowed():
+    """`import imgcls` loads no torch; `imgcls.train`/`evaluate` stay the functions after any subpackage import."""
+    import subprocess
+    import sys
+
+    code = ("import sys, imgcls; assert 'torch' not in sys.modules, 'torch imported eagerly'; "
+            "import imgcls.training.run, imgcls.training.loop, imgcls.evaluation.run, imgcls.evaluation; "
+            "assert callable(imgcls.train) and imgcls.train.__module__ == 'imgcls.training.run'; "
+            "assert callable(imgcls.evaluate) and imgcls.evaluate.__module__ == 'imgcls.evaluation.run'; "
+            "assert set(imgcls.__all__) <= set(dir(imgcls))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]

@@ -2,8 +2,8 @@
 
 The import graph is read from the source (an AST walk), not from `sys.modules`: every import in a
 file is an edge, those inside function bodies too (a cycle hidden in a function is still a cycle).
-Importing `imgcls.a.b` is an edge to `imgcls.a.b` and to the package `imgcls.a` on the way (Python
-runs its `__init__` first). The root `imgcls/__init__.py` is the public facade, loading its names
+Importing `imgcls.a.b` is an edge to `imgcls.a.b` and, from outside `imgcls.a`, to that package on
+the way (Python runs its `__init__` first; inside it, the `__init__` is already running). The root `imgcls/__init__.py` is the public facade, loading its names
 lazily; nothing inside the package imports it, which the last test checks.
 """
 
@@ -51,7 +51,8 @@ def import_graph(pkg: Path = PKG) -> dict[str, set[str]]:
             parts = target.split(".")
             for i in range(2, len(parts) + 1):  # imgcls.a, imgcls.a.b, ... (not the root facade)
                 t = ".".join(parts[:i])
-                if t in mods and t != m:
+                # a package's __init__ runs first when imported from outside it; from inside, it is already running
+                if t in mods and t != m and (i == len(parts) or not m.startswith(t + ".")):
                     graph[m].add(t)
             if target == root and m != root:
                 graph[m].add(root)
@@ -99,8 +100,9 @@ def test_the_graph_sees_imports_inside_functions_and_finds_a_cycle(tmp_path):
     (pkg / "sub" / "b.py").write_text("def f():\n    from ..c import g\n")
     (pkg / "c.py").write_text("import toy.a\n")
     (pkg / "d.py").write_text("from toy import c\n")
+    (pkg / "sub" / "e.py").write_text("from toy.sub.b import f\n")  # a sibling: no edge to toy.sub's __init__
     g = import_graph(pkg)
-    assert g["toy.sub.b"] == {"toy.c"} and g["toy.a"] == {"toy.sub", "toy.sub.b"}
+    assert g["toy.sub.b"] == {"toy.c"} and g["toy.a"] == {"toy.sub", "toy.sub.b"} and g["toy.sub.e"] == {"toy.sub.b"}
     assert cycles(g) == [["toy.a", "toy.c", "toy.sub.b"]]
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgcls.evaluate import read_metrics
+from imgcls.evaluation import read_metrics
 
 
 def make_folder(root: Path, n_train: int = 10, n_test: int = 4, size: int = 12) -> Path:

@@ -10,7 +10,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from imgcls.errors import ImgclsError
-from imgcls.modelfile import FORMAT_VERSION, META_KEY, ModelMeta, Preprocess, load_model, load_weights, read_meta, save_model
+from imgcls.modelfile import FORMAT_VERSION, META_KEY, ModelMeta, Preprocess, load_weights, read_meta, save_model
+from imgcls.models import load_model
 from imgcls.models import create_model
 
 ARGS = {"num_classes": 3, "in_chans": 1, "img_size": 8, "hidden": [16], "dropout": 0.5}

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from imgcls.ablation.run import BASE, AblationSpec, read_table, spec_from_dict
 from imgcls.errors import ImgclsError
-from imgcls.evaluate.plots import save_figure
+from imgcls.evaluation.plots import save_figure
 
 
 # A run whose 1-minute load average ended above this many times the core count shared the machine

@@ -249,49 +249,16 @@ class SubprocessRunner:
         return Path(found[-1].strip())
 
 
-def compose_train(overrides: list[str]) -> dict:
-    """The option groups `imgcls train OVERRIDES` would train with (Hydra's compose API), as plain dicts."""
-    return compose_many([overrides])[0]
+# What turns a list of `imgcls train` overrides into plain option-group dicts, one per list (None
+# where a list does not compose, its ImgclsError appended to `errors`): the CLI layer hands its
+# Hydra-backed `imgcls.cli.compose_many` in, so that this package imports no Hydra.
+Compose = Callable[..., list]
 
 
-def compose_many(override_lists: list[list[str]], *, errors: list | None = None) -> list[dict | None]:
-    """`compose_train` for several override lists under one Hydra initialization.
-
-    With `errors` (a list), a list that does not compose gives None and its ImgclsError is appended
-    there (in order) instead of raised.
-    """
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from imgcls.cli import _register_configs
-
-    _register_configs()
-    GlobalHydra.instance().clear()
-    out: list[dict | None] = []
-    try:
-        with initialize_config_module(config_module="imgcls.conf", version_base="1.3"):
-            for overrides in override_lists:
-                try:
-                    cfg = compose(config_name="train", overrides=list(overrides))
-                except (HydraException, OmegaConfBaseException) as e:
-                    err = ImgclsError(str(e).splitlines()[0])
-                    if errors is None:
-                        raise err from None
-                    errors.append(err)
-                    out.append(None)
-                    continue
-                out.append({k: OmegaConf.to_container(cfg[k], resolve=True) if cfg.get(k) is not None else None
-                            for k in ("data", "model", "optim", "sched", "aug", "loss", "trainer")})
-    finally:
-        GlobalHydra.instance().clear()
-    return out
-
-
-def check_variants(spec: AblationSpec, train_overrides: list[str] | None = None) -> None:
+def check_variants(spec: AblationSpec, train_overrides: list[str] | None = None, *, compose: Compose) -> None:
     """Compose every variant and build its model (untrained, no data) before hours of runs: a typo fails now.
+
+    `compose(override_lists, errors=list)` is the CLI's `imgcls.cli.compose_many`.
 
     Catches unknown keys and values (the config schemas) and builder arguments a model does not take.
     """
@@ -300,7 +267,7 @@ def check_variants(spec: AblationSpec, train_overrides: list[str] | None = None)
     from imgcls.models.build import build_model
 
     problems, errors = [], []
-    composed = compose_many([[*spec.base, *spec.budget_overrides(), *v.overrides, *(train_overrides or [])]
+    composed = compose([[*spec.base, *spec.budget_overrides(), *v.overrides, *(train_overrides or [])]
                              for v in spec.variants], errors=errors)
     errors.reverse()
     for v, g in zip(spec.variants, composed):
@@ -323,18 +290,21 @@ def check_variants(spec: AblationSpec, train_overrides: list[str] | None = None)
 
 
 class InProcessRunner:
-    """Each run composed with Hydra's compose API and trained by `imgcls.train` in this process.
+    """Each run composed by `compose` (the CLI's `imgcls.cli.compose_train`) and trained by `imgcls.train` here.
 
     A time budget counts from the start of each run (not of the process). Output goes to the
     console; `log` gets the command.
     """
 
+    def __init__(self, compose: Callable[[list[str]], dict]):
+        self.compose = compose
+
     def __call__(self, overrides: list[str], log: Path) -> Path:
-        from imgcls.train.run import train
+        from imgcls.training.run import train
 
         t0 = time.perf_counter()
         log.write_text("$ imgcls train " + " ".join(overrides) + "\n")
-        return train(**compose_train(overrides), budget_from=t0).run_dir
+        return train(**self.compose(overrides), budget_from=t0).run_dir
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -399,12 +369,13 @@ def check_table(spec: AblationSpec, rows: list[dict], table: Path) -> None:
 def run_ablation(spec: AblationSpec | dict, out_dir: str | Path, *, train_overrides: list[str] | None = None,
                  runner: Callable[[list[str], Path], Path] | None = None, max_runs: int | None = None,
                  only: list[str] | None = None, check: bool = False, rerun: list[str] | None = None,
-                 log: Callable[[str], None] | None = None) -> AblationResult:
+                 log: Callable[[str], None] | None = None, compose: Compose | None = None) -> AblationResult:
     """Train every (variant, seed) of `spec` missing from `out_dir/results.csv`, appending a row per finished run.
 
     `train_overrides` go to every run (e.g. `data.root=DIR`); `max_runs` stops after that many
     runs (the rest stay pending); `only` restricts to some variants; `check` composes every variant and
-    builds its model first (`check_variants`), so a typo fails before the first run; `rerun` lists runs
+    builds its model first (`check_variants`, with `compose`: the CLI's `imgcls.cli.compose_many`), so a
+    typo fails before the first run; `rerun` lists runs
     ("VARIANT-sSEED", e.g. ones the report says shared the machine) whose rows move from results.csv
     to dropped.csv (kept, not deleted) so that they are trained again. Writes `study.yaml` (the spec),
     `curves/<variant>-s<seed>.csv` (per-epoch training curve) and `logs/`; the run folders go to
@@ -421,7 +392,9 @@ def run_ablation(spec: AblationSpec | dict, out_dir: str | Path, *, train_overri
     rows = read_table(table)
     check_table(spec, rows, table)
     if check:
-        check_variants(spec, train_overrides)
+        if compose is None:
+            raise ImgclsError("check=True needs compose= (imgcls.cli.compose_many) to compose the variants")
+        check_variants(spec, train_overrides, compose=compose)
     (out_dir / "study.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     done = {(r["variant"], int(r["seed"])) for r in rows}
     runner = runner or SubprocessRunner()

@@ -104,7 +104,7 @@ class Caltech101(Dataset):
 
     def split(self, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0) -> dict[str, np.ndarray]:
         """Seeded stratified split into {"train", "val", "test"} index arrays (each class in the same proportions)."""
-        from imgcls.data.prepare import stratified_split
+        from imgcls.data.split import stratified_split
 
         y = torch.tensor(self.targets)
         out = {"train": np.arange(len(self))}

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from imgcls.config import DataConfig
 from imgcls.data.bundle import DataBundle, Split
 from imgcls.data.sources import data_root, get_source
+from imgcls.data.split import stratified_split
 from imgcls.errors import ImgclsError
 
 
@@ -53,28 +54,6 @@ def _fit_stats(values: list[float], channels: int) -> list[float]:
     if len(values) == 1:
         return list(values) * channels
     raise ImgclsError(f"normalization has {len(values)} values but the images have {channels} channels")
-
-
-def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val) with each class split in the same proportion, reproducible from `seed`."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(labels))
-    y = labels.numpy()
-    try:
-        tr, va = train_test_split(idx, test_size=fraction, stratify=y, random_state=seed)
-    except ValueError:  # a class with a single image, or fewer held-out images than classes
-        warnings.warn("some class has too few images for sklearn's stratified split; splitting each class on its own "
-                      "(a class with one image stays in train)")
-        rng = np.random.default_rng(seed)
-        tr, va = [], []
-        for c in np.unique(y):
-            members = rng.permutation(idx[y == c])
-            k = min(len(members) - 1, int(round(fraction * len(members))))
-            va += members[:k].tolist()
-            tr += members[k:].tolist()
-        tr, va = np.array(tr, dtype=int), np.array(va, dtype=int)
-    return np.sort(tr), np.sort(va)
 
 
 def load_data(cfg: DataConfig) -> DataBundle:

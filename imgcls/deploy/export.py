@@ -21,7 +21,8 @@ import torch
 
 from imgcls.deploy.runtime import META_KEY, PARITY_KEY, PT2_META, PT2_PARITY, OnnxModel, Pt2Model
 from imgcls.errors import ImgclsError
-from imgcls.modelfile import ModelMeta, load_model
+from imgcls.modelfile import ModelMeta
+from imgcls.models import load_model
 
 FORMATS = ("onnx", "pt2")
 
@@ -68,7 +69,7 @@ def check_images(meta: ModelMeta, *, images: str | os.PathLike | None = None, da
         pils = [pred._to_pil(f) for f in pred._expand(str(p))[:n]]
         return torch.stack([pred.transform(im) for im in pils]), None, f"{p} ({len(pils)} images)"
     from imgcls.data import make_loader
-    from imgcls.evaluate.run import data_for_model
+    from imgcls.evaluation.run import data_for_model
 
     try:
         bundle, cfg = data_for_model(meta, data, split)

@@ -21,7 +21,8 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 
 from imgcls.errors import ImgclsError
-from imgcls.modelfile import load_model, save_model
+from imgcls.modelfile import save_model
+from imgcls.models import load_model
 
 
 @dataclass
@@ -61,7 +62,7 @@ def sparsity(params: list[tuple[nn.Module, str]]) -> tuple[float, int, int]:
 
 @torch.no_grad()
 def _accuracy(model: nn.Module, loader, device) -> tuple[float, int]:
-    from imgcls.evaluate.infer import predict_logits
+    from imgcls.evaluation.infer import predict_logits
 
     logits, labels = predict_logits(model, loader, device=device)
     return float((logits.argmax(1) == labels).float().mean()), len(labels)
@@ -83,8 +84,8 @@ def prune_model(ckpt: str | os.PathLike, amount: float = 0.5, out: str | os.Path
     from imgcls.config import AugConfig, SchedConfig, coerce
     from imgcls.data import make_loader
     from imgcls.device import grad_scaler, select_device
-    from imgcls.evaluate.run import data_for_model
-    from imgcls.train.loop import Budget, train_one_epoch
+    from imgcls.evaluation.run import data_for_model
+    from imgcls.training.loop import Budget, train_one_epoch
 
     if not 0 < amount < 1:
         raise ImgclsError(f"amount={amount} must be between 0 and 1 (the share of weights set to zero)")

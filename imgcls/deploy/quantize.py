@@ -136,7 +136,7 @@ class _Reader:
 
 def _split_data(fp32: OnnxModel, data, split: str, n: int | None):
     from imgcls.data import make_loader
-    from imgcls.evaluate.run import data_for_model
+    from imgcls.evaluation.run import data_for_model
 
     bundle, cfg = data_for_model(fp32.meta, data, split)
     ds = getattr(bundle, split, None)

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from imgcls.errors import ImgclsError
-from imgcls.modelfile import ModelMeta
+from imgcls.modelfile import META_KEY, meta_from_json
 
-META_KEY = "imgcls"  # the model file's ModelMeta as JSON (ONNX metadata_props, .pt2 extra file)
 PARITY_KEY = "imgcls_parity"  # the export check: max |logit difference|, top-1 agreement, images
 PT2_META = "imgcls.json"
 PT2_PARITY = "imgcls_parity.json"
@@ -57,7 +56,7 @@ class OnnxModel:
         if META_KEY not in props:
             raise ImgclsError(f"{path} is an ONNX model without imgcls metadata (classes, preprocessing): "
                               f"export it with `imgcls export`")
-        self.meta = ModelMeta.from_dict(json.loads(props[META_KEY]))
+        self.meta = meta_from_json(props[META_KEY], self.path)
         self.parity = json.loads(props[PARITY_KEY]) if PARITY_KEY in props else None
         self.input_name = self.session.get_inputs()[0].name
 
@@ -107,7 +106,7 @@ class Pt2Model:
             raise ImgclsError(f"{path} is not a torch.export program: {str(e).splitlines()[0]}") from None
         if not extra[PT2_META]:
             raise ImgclsError(f"{path} is a .pt2 program without imgcls metadata: export it with `imgcls export`")
-        self.meta = ModelMeta.from_dict(json.loads(extra[PT2_META]))
+        self.meta = meta_from_json(extra[PT2_META], self.path)
         self.parity = json.loads(extra[PT2_PARITY]) if extra[PT2_PARITY] else None
         self.device = torch.device(device)
         self.module = program.module().to(self.device)

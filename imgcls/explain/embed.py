@@ -47,7 +47,7 @@ def plot_embedding(points: np.ndarray, labels: np.ndarray, classes: list[str], p
         handles = [ax.scatter([], [], color=sc.cmap(sc.norm(i)), label=c, s=20) for i, c in enumerate(classes)]
         ax.legend(handles=handles, fontsize=7, loc="best", markerscale=1.2)
     ax.set(title=title, xticks=[], yticks=[])
-    from imgcls.evaluate.plots import save_figure
+    from imgcls.evaluation.plots import save_figure
 
     return save_figure(fig, path)
 
@@ -64,7 +64,7 @@ def embed(ckpt: str | os.PathLike, *, data=None, split: str = "test", limit: int
     from imgcls.config import DataConfig, coerce
     from imgcls.data import load_data, make_loader
     from imgcls.device import select_device
-    from imgcls.modelfile import load_model
+    from imgcls.models import load_model
     from imgcls.run_dir import new_run_dir
 
     dev = select_device(device)
@@ -164,7 +164,7 @@ def build_index(predictor, folder: str | os.PathLike, ckpt: str | os.PathLike, *
 def search(ckpt: str | os.PathLike, index: str | os.PathLike, query, *, k: int = 8,
            out_dir: str | os.PathLike | None = None, project: str = "runs", device: str = "auto"):
     """The k images of the `index` folder most similar to `query` (cosine similarity of embeddings) and a grid PNG."""
-    from imgcls.evaluate.plots import plot_image_grid
+    from imgcls.evaluation.plots import plot_image_grid
     from imgcls.predict import Predictor
     from imgcls.run_dir import new_run_dir
 

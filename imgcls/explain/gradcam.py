@@ -103,7 +103,7 @@ def explain(ckpt: str | os.PathLike, source: Any, *, methods: Iterable[str] = ME
     """Grad-CAM overlays for an image or a folder: one PNG per image and a grid (gradcam.png), plus explain.csv."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    from imgcls.evaluate.plots import plot_image_grid
+    from imgcls.evaluation.plots import plot_image_grid
     from imgcls.predict import Predictor
     from imgcls.run_dir import new_run_dir
 

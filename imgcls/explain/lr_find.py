@@ -114,7 +114,7 @@ def plot_lr_find(result: LRFindResult, path: str | Path) -> Path:
            ylim=(min(finite) * 0.9, min(max(finite), 4 * min(finite)) * 1.05))
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
-    from imgcls.evaluate.plots import save_figure
+    from imgcls.evaluation.plots import save_figure
 
     return save_figure(fig, path)
 
@@ -132,8 +132,8 @@ def lr_find(*, data: Any = None, model: Any = None, optim: Any = None, aug: Any 
 
     s = setup(data, model, optim, aug, loss, trainer)
     result = run_range_test(s.model, s.optimizer, train_loader(s), device=s.device, start_lr=start_lr, end_lr=end_lr,
-                            steps=steps, class_weights=s.class_weights, main_lr=s.optim.lr)
-    out = Path(out_dir) if out_dir else new_run_dir(s.trainer.project, f"lr_find-{s.bundle.name}-{type(s.model).__name__.lower()}")
+                            steps=steps, class_weights=s.class_weights, main_lr=s.cfg.optim.lr)
+    out = Path(out_dir) if out_dir else new_run_dir(s.cfg.trainer.project, f"lr_find-{s.bundle.name}-{type(s.model).__name__.lower()}")
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "lr_find.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imgcls.errors import ImgclsError
-from imgcls.evaluate.plots import plot_image_grid
+from imgcls.evaluation.plots import plot_image_grid
 
 HINTS = ("labels that do not belong to their images (check the class folders and splits/train.txt)",
          "a learning rate far too high or too low (run `imgcls lr-find`)",
@@ -78,11 +78,11 @@ def sanity_check(*, data: Any = None, model: Any = None, optim: Any = None, aug:
     and draw a grid of augmented training images with their labels (sanity_batch.png)."""
     from imgcls.explain.common import setup, train_loader
     from imgcls.run_dir import new_run_dir
-    from imgcls.train.optim import build_optimizer
+    from imgcls.training.optim import build_optimizer
     from imgcls.config import OptimConfig
 
     s = setup(data, model, optim, aug, loss, trainer)
-    out = Path(out_dir) if out_dir else new_run_dir(s.trainer.project, f"sanity-{s.bundle.name}")
+    out = Path(out_dir) if out_dir else new_run_dir(s.cfg.trainer.project, f"sanity-{s.bundle.name}")
     out.mkdir(parents=True, exist_ok=True)
     xa, ya = next(iter(train_loader(s, batch_size=min(32, len(s.bundle.train)))))
     classes = s.bundle.classes

@@ -84,7 +84,7 @@ def visualize(ckpt: str | os.PathLike, *, classes: list[str] | None = None, laye
     """
     from PIL import Image
 
-    from imgcls.evaluate.plots import plot_image_grid
+    from imgcls.evaluation.plots import plot_image_grid
     from imgcls.predict import Predictor
     from imgcls.run_dir import new_run_dir
 

@@ -1,6 +1,7 @@
 """Models: a registry plus one file per family. Importing this package registers them all."""
 
 from imgcls.models import classic, fastnet, hub, mlp, mobilenet, resnet_cifar, simple_cnn  # noqa: F401  (registers the models)
+from imgcls.models.load import load_model
 from imgcls.models.registry import create_model, list_models, model_accepts, register_model
 
-__all__ = ["create_model", "list_models", "model_accepts", "register_model"]
+__all__ = ["create_model", "list_models", "load_model", "model_accepts", "register_model"]

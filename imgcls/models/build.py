@@ -7,7 +7,6 @@ torchvision adapters; downloaded, so online only).
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -142,23 +141,3 @@ def pretrained_preprocess(cfg: ModelConfig, channels: int | None = None) -> dict
     if cfg.name in ADAPTERS:
         return pretrained_data_config(cfg.name, cfg.args.get("arch", "")) or {}
     return {}
-
-
-IN_MEMORY_SOURCES = ("cifar10", "mnist")  # sources decoded whole into memory at the size the model sees
-
-
-def fill_data_defaults(dcfg, mcfg: ModelConfig):
-    """`dcfg` with image_size/mean/std the user left unset taken from the pretrained weights' preprocessing.
-
-    The input size is not taken for data sets held whole in memory (CIFAR-10 at 224x224 would need
-    ~30 GB): there the data's own size is kept unless `data.image_size` says otherwise.
-    """
-    pre = pretrained_preprocess(mcfg, dcfg.channels)
-    from imgcls.data.sources import list_sources
-
-    if "image_size" in pre and (dcfg.name in IN_MEMORY_SOURCES or dcfg.name not in list_sources()):
-        pre.pop("image_size")
-    updates = {k: v for k, v in pre.items() if getattr(dcfg, k) is None}
-    if updates and (dcfg.channels or 3) == 1 and "mean" in updates:  # RGB statistics for a gray model: average them
-        updates["mean"], updates["std"] = [sum(updates["mean"]) / 3], [sum(updates["std"]) / 3]
-    return dataclasses.replace(dcfg, **updates), updates

@@ -12,6 +12,7 @@ import yaml
 from imgcls.ablation import (AblationSpec, InProcessRunner, make_report, paired_ci, read_table, run_ablation,
                              spec_from_dict, variant_stats, welch_ci)
 from imgcls.ablation.run import COLUMNS, SubprocessRunner
+from imgcls.cli import compose_many, compose_train
 from imgcls.errors import ImgclsError
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -32,7 +33,7 @@ class Counting:
     def __init__(self, fail: set[str] = frozenset()):
         self.calls: list[str] = []
         self.fail = fail
-        self.inner = InProcessRunner()
+        self.inner = InProcessRunner(compose_train)
 
     def __call__(self, overrides: list[str], log: Path) -> Path:
         name = next(o.split("=", 1)[1] for o in overrides if o.startswith("trainer.name="))
@@ -313,12 +314,12 @@ def test_check_variants_catches_typos_before_any_run(tmp_path, image_folder):
                          {"name": "bad_value", "factor": "aug", "overrides": ["aug.policy=random"]},
                          {"name": "bad_arg", "factor": "model", "overrides": ["+model.depth=3"]}]
     with pytest.raises(ImgclsError) as e:
-        run_ablation(spec, tmp_path / "s", runner=Counting(), check=True, log=lambda s: None)
+        run_ablation(spec, tmp_path / "s", runner=Counting(), check=True, log=lambda s: None, compose=compose_many)
     msg = str(e.value)
     assert "3 variant(s)" in msg and "typo: " in msg and "bad_value: " in msg and "bad_arg: " in msg
     assert "no_flip" not in msg
     assert not (tmp_path / "s" / "results.csv").exists()
-    check_variants(spec_from_dict(tiny_spec(root)))  # the valid ones pass
+    check_variants(spec_from_dict(tiny_spec(root)), compose=compose_many)  # the valid ones pass
 
 
 def test_report_says_when_the_study_is_partial(tmp_path):

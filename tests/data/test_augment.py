@@ -11,7 +11,7 @@ from imgcls.data.augment import BatchMix, batch_mix, cutout, policy_transform
 from imgcls.data.file_loader import train_transform
 from imgcls.data.tensor_loader import TensorLoader
 from imgcls.errors import ImgclsError
-from imgcls.train.run import train
+from imgcls.training.run import train
 
 
 def test_cutout_erases_one_square_per_image():

@@ -64,7 +64,7 @@ def test_caltech101_split_is_stratified_and_seeded(tmp_path):
 
 
 def test_caltech101_source_holds_out_a_test_split_and_saves_it_with_the_run(tmp_path):
-    from imgcls.train.run import train
+    from imgcls.training.run import train
 
     root = write_caltech(tmp_path / "c")
     b = load_data(DataConfig(name="caltech101", root=str(root), image_size=16, val_fraction=0.1))

@@ -16,7 +16,7 @@ import imgcls.data.doctor as doctor_mod
 from imgcls.data import load_data
 from imgcls.config import DataConfig
 from imgcls.data.doctor import doctor
-from imgcls.train.run import train
+from imgcls.training.run import train
 from tests.conftest import write_image_folder
 
 

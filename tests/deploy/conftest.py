@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imgcls.train.run import train
+from imgcls.training.run import train
 from tests.conftest import write_image_folder
 
 

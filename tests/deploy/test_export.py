@@ -13,7 +13,7 @@ from imgcls.deploy.prune import prunable, prune_model
 from imgcls.deploy.quantize import first_layer, quantize
 from imgcls.deploy.runtime import META_KEY, PARITY_KEY, OnnxModel, Pt2Model
 from imgcls.errors import ImgclsError
-from imgcls.modelfile import load_model
+from imgcls.models import load_model
 from imgcls.predict import Predictor
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 import imgcls.explain.embed as embed_mod
 from imgcls.explain.embed import embed, search
-from imgcls.train.run import train
+from imgcls.training.run import train
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from PIL import Image
 
 from imgcls.explain import explain, find_target_layer
 from imgcls.models import create_model
-from imgcls.train.run import train
+from imgcls.training.run import train
 
 pytest.importorskip("pytorch_grad_cam")
 

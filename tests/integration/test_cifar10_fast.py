@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imgcls.train.run import train
+from imgcls.training.run import train
 
 pytestmark = pytest.mark.integration
 

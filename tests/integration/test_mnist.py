@@ -9,8 +9,8 @@ import pytest
 
 from imgcls.config import DataConfig
 from imgcls.data import load_data
-from imgcls.evaluate import read_metrics
-from imgcls.train.run import train
+from imgcls.evaluation import read_metrics
+from imgcls.training.run import train
 
 pytestmark = pytest.mark.integration
 

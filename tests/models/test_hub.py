@@ -9,7 +9,8 @@ from safetensors.torch import save_file
 from imgcls.config import ModelConfig, model_config
 from imgcls.errors import ImgclsError
 from imgcls.models import create_model, list_models
-from imgcls.models.build import build_model, fill_data_defaults
+from imgcls.models.build import build_model
+from imgcls.setup import fill_data_defaults
 from imgcls.config import DataConfig
 
 timm = pytest.importorskip("timm")
@@ -130,7 +131,7 @@ def test_in_memory_data_keeps_its_size_and_an_imgcls_file_gives_its_own_format(t
 
 
 def test_evaluating_weights_whose_head_does_not_fit_is_refused(tmp_path, image_folder):
-    from imgcls.evaluate import evaluate
+    from imgcls.evaluation import evaluate
 
     src = create_model("simple_cnn", num_classes=10, width=4)
     path = tmp_path / "w.pth"
@@ -141,7 +142,8 @@ def test_evaluating_weights_whose_head_does_not_fit_is_refused(tmp_path, image_f
 
 
 def test_a_timm_vit_is_built_for_the_data_size_and_rebuilds_from_its_model_file(tmp_path):
-    from imgcls.modelfile import ModelMeta, Preprocess, load_model, save_model
+    from imgcls.modelfile import ModelMeta, Preprocess, save_model
+    from imgcls.models import load_model
 
     net, args, _ = build_model(ModelConfig(name="timm", args={"arch": "vit_tiny_patch16_224"}), num_classes=3, in_chans=3,
                                image_size=(32, 32))

@@ -2,7 +2,7 @@ import pytest
 from PIL import Image
 
 from imgcls.errors import ImgclsError
-from imgcls.evaluate import plot_confusion_matrix, plot_learning_curves
+from imgcls.evaluation import plot_confusion_matrix, plot_learning_curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from imgcls.data.tensor_loader import TensorLoader
-from imgcls.train.run import train
+from imgcls.training.run import train
 from tests.conftest import write_image_folder
 
 # No dropout and no augmentation: then the two runs compute the same batches and gradients, and
@@ -52,7 +52,7 @@ def test_two_processes_match_one(tmp_path):
     assert p.stdout.count("training mlp on folder") == 1 and "with 2 processes" in p.stdout  # rank 0 alone talks
     runs = sorted((tmp_path / "runs").iterdir())
     assert [r.name for r in runs] == ["two"]  # one run folder, written by rank 0
-    from imgcls.ablation.run import compose_train
+    from imgcls.cli import compose_train
 
     groups = compose_train(OVERRIDES + [f"data.root={root}", f"trainer.project={tmp_path / 'runs'}", "trainer.name=one"])
     one = train(**groups)
@@ -69,7 +69,7 @@ def test_sync_batchnorm_swaps_layers_keeps_parameters_and_refuses_cpu():
     from torch import nn
 
     from imgcls.errors import ImgclsError
-    from imgcls.train.distributed import sync_batchnorm
+    from imgcls.training.distributed import sync_batchnorm
 
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Sequential(nn.BatchNorm2d(4)))
     params = [id(p) for p in net.parameters()]

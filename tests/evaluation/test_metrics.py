@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from imgcls.errors import ImgclsError
-from imgcls.evaluate import compute_metrics, read_metrics, write_metrics, write_per_class_csv
-from imgcls.evaluate.metrics import per_class_rows
+from imgcls.evaluation import compute_metrics, read_metrics, write_metrics, write_per_class_csv
+from imgcls.evaluation.metrics import per_class_rows
 
 CLASSES = ["cat", "dog", "bird"]
 # Predictions (argmax) are [0, 1, 1, 1, 0, 2] against labels [0, 0, 1, 1, 2, 2].

@@ -21,11 +21,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from imgcls.config import SchedConfig
-from imgcls.evaluate.infer import predict_logits
-from imgcls.train.checkpoint import load_state, save_state
+from imgcls.evaluation.infer import predict_logits
+from imgcls.training.checkpoint import load_state, save_state
 from imgcls.device import autocast
-from imgcls.train.distributed import SINGLE, Dist, all_sum, barrier, gather_cat
-from imgcls.train.optim import apply_schedule, set_epoch
+from imgcls.training.distributed import SINGLE, Dist, all_sum, barrier, gather_cat
+from imgcls.training.optim import apply_schedule, set_epoch
 
 RESULTS_COLUMNS = ["epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
 
@@ -188,7 +188,7 @@ def fit(
     copy when EMA is on. With no validation loader the best model is the last one. `small_crop`
     = (side, share): epochs that start before that share of training train on random crops of that side.
     `mix(x, y) -> (x, soft y)` transforms each training batch (MixUp / CutMix). With `dist` (several
-    processes, see imgcls.train.distributed) the epoch's loss and accuracy are summed over the
+    processes, see imgcls.training.distributed) the epoch's loss and accuracy are summed over the
     processes, validation logits gathered, and only rank 0 writes files.
     """
     budget = budget or Budget()

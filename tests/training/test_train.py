@@ -12,14 +12,15 @@ import yaml
 from safetensors.torch import load_file
 
 from imgcls.errors import ImgclsError
-from imgcls.evaluate import evaluate, read_metrics
-from imgcls.modelfile import load_model, read_meta
-from imgcls.train.loop import RESULTS_COLUMNS
-from imgcls.train.run import train
+from imgcls.evaluation import evaluate, read_metrics
+from imgcls.modelfile import read_meta
+from imgcls.models import load_model
+from imgcls.training.loop import RESULTS_COLUMNS
+from imgcls.training.run import train
 from imgcls.run_dir import new_run_dir, resume_dir
 from tests.conftest import SORTED_CLASSES, write_image_folder
 
-loop = importlib.import_module("imgcls.train.loop")  # `imgcls.train` the attribute is the train() function
+loop = importlib.import_module("imgcls.training.loop")  # `imgcls.train` the attribute is the train() function
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CNN = {"name": "simple_cnn", "width": 8}

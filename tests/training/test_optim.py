@@ -14,8 +14,8 @@ from torch import nn
 from imgcls.config import OptimConfig, SchedConfig
 from imgcls.data.tensor_loader import TensorLoader
 from imgcls.errors import ImgclsError
-from imgcls.train.loop import Budget, fit
-from imgcls.train.optim import build_optimizer, lr_factor, param_groups
+from imgcls.training.loop import Budget, fit
+from imgcls.training.optim import build_optimizer, lr_factor, param_groups
 
 # ---------------------------------------------------------------- schedules
 
@@ -180,7 +180,7 @@ def test_no_budget():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process_age reads /proc (Linux only)")
 def test_process_age_counts_time_before_train():
-    from imgcls.train.run import process_age
+    from imgcls.training.run import process_age
 
     age = process_age()
     assert 0 < age < 86400  # pytest has been running for a while, not for days
@@ -188,7 +188,7 @@ def test_process_age_counts_time_before_train():
     assert process_age() >= age
     # A fresh process that idles 0.5 s before asking has an age of at least 0.5 s.
     out = subprocess.run([sys.executable, "-c", "import time; time.sleep(0.5); "
-                          "from imgcls.train.run import process_age; print(process_age())"],
+                          "from imgcls.training.run import process_age; print(process_age())"],
                          capture_output=True, text=True, check=True).stdout
     assert float(out) >= 0.45
 

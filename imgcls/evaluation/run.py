@@ -16,13 +16,15 @@ from imgcls.config import DataConfig, ModelConfig, coerce, model_config
 from imgcls.data import DataBundle, load_data, make_loader
 from imgcls.errors import ImgclsError
 from imgcls.data.image_io import open_image
-from imgcls.evaluate.calibration import calibration_report, plot_reliability
-from imgcls.evaluate.metrics import compute_metrics, most_confused, write_metrics, write_per_class_csv, write_rows_csv
-from imgcls.evaluate.plots import plot_confusion_matrix, plot_image_grid
-from imgcls.modelfile import ModelMeta, load_model, save_model
-from imgcls.models.build import build_model, fill_data_defaults, head_parameter_names
+from imgcls.evaluation.calibration import calibration_report, plot_reliability
+from imgcls.evaluation.metrics import compute_metrics, most_confused, write_metrics, write_per_class_csv, write_rows_csv
+from imgcls.evaluation.plots import plot_confusion_matrix, plot_image_grid
+from imgcls.modelfile import ModelMeta, save_model
+from imgcls.models import load_model
+from imgcls.models.build import build_model, head_parameter_names
+from imgcls.setup import fill_data_defaults
 from imgcls.device import select_device, set_threads
-from imgcls.evaluate.infer import predict_logits
+from imgcls.evaluation.infer import predict_logits
 from imgcls.run_dir import new_run_dir
 
 

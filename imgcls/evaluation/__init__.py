@@ -1,8 +1,8 @@
 """Evaluation: metrics from predictions, their JSON/CSV files, plots, and `evaluate` of a model file."""
 
-from imgcls.evaluate.metrics import compute_metrics, read_metrics, write_metrics, write_per_class_csv
-from imgcls.evaluate.plots import plot_confusion_matrix, plot_learning_curves
-from imgcls.evaluate.run import evaluate, evaluate_model
+from imgcls.evaluation.metrics import compute_metrics, read_metrics, write_metrics, write_per_class_csv
+from imgcls.evaluation.plots import plot_confusion_matrix, plot_learning_curves
+from imgcls.evaluation.run import evaluate, evaluate_model
 
 __all__ = [
     "compute_metrics",

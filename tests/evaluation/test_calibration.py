@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from imgcls.evaluate import evaluate
-from imgcls.evaluate.calibration import (calibration_report, expected_calibration_error, fit_temperature,
+from imgcls.evaluation import evaluate
+from imgcls.evaluation.calibration import (calibration_report, expected_calibration_error, fit_temperature,
                                          plot_reliability)
-from imgcls.evaluate.metrics import compute_metrics, most_confused
+from imgcls.evaluation.metrics import compute_metrics, most_confused
 from imgcls.modelfile import read_meta
 from imgcls.predict import Predictor
-from imgcls.train.run import train
+from imgcls.training.run import train
 
 
 def calibrated_set(n: int = 20000, k: int = 4, seed: int = 0, sharpness: float = 3.0):

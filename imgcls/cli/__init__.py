@@ -15,11 +15,10 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from imgcls.config import AugConfig, DataConfig, LossConfig, OptimConfig, SchedConfig, TrainerConfig
+from imgcls.cli.compose import SCHEMAS, TRAIN_GROUPS, compose_many, compose_train, register_configs  # noqa: F401
 from imgcls.errors import ImgclsError
 
-SCHEMAS = {"data": DataConfig, "optim": OptimConfig, "sched": SchedConfig, "aug": AugConfig, "loss": LossConfig,
-           "trainer": TrainerConfig}
+_register_configs = register_configs  # the old private name, still used by scripts
 
 
 def _plain(cfg: DictConfig, key: str):
@@ -27,40 +26,16 @@ def _plain(cfg: DictConfig, key: str):
     return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
-def _register_configs() -> None:
-    """Schemas of the option groups, and one config per registered model made from its builder's defaults."""
-    from hydra.core.config_store import ConfigStore
-
-    from imgcls.models import list_models
-    from imgcls.models.hub import ADAPTERS
-    from imgcls.models.registry import _get
-
-    cs = ConfigStore.instance()
-    for group, schema in SCHEMAS.items():
-        cs.store(group=group, name="_schema", node=schema)
-    for name in list_models():
-        params = inspect.signature(_get(name)).parameters
-        # pretrained: a weights file to start from (true: the library's, for timm/torchvision); freeze: backbone
-        node = {"name": name, "pretrained": None, "freeze": None}
-        if name in ADAPTERS:  # model=timm model.name=resnet18: `name` is the library's model name
-            node = {"adapter": name, "name": params["arch"].default, "pretrained": None, "freeze": None}
-        for p in params.values():
-            if p.name not in ("num_classes", "in_chans", "img_size", "arch", "download") \
-                    and p.default is not inspect.Parameter.empty:
-                node[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
-        cs.store(group="model", name=name, node=node)
-
-
 def cmd_train(cfg: DictConfig) -> None:
-    from imgcls.train.run import train
+    from imgcls.training.run import train
 
-    r = train(**{k: _plain(cfg, k) for k in ("data", "model", "optim", "sched", "aug", "loss", "trainer")})
+    r = train(**{k: _plain(cfg, k) for k in TRAIN_GROUPS})
     print(f"model file: {r.best}")
     print(f"run folder: {r.run_dir}")
 
 
 def cmd_evaluate(cfg: DictConfig) -> None:
-    from imgcls.evaluate import evaluate
+    from imgcls.evaluation import evaluate
 
     m = evaluate(cfg.ckpt, model=_plain(cfg, "model"), data=_plain(cfg, "data"), split=cfg.split, out_dir=cfg.out, project=cfg.project,
                  batch_size=cfg.batch_size, device=cfg.device, threads=cfg.threads, tta=cfg.tta,
@@ -174,7 +149,7 @@ def cmd_ablate(cfg: DictConfig) -> None:
     spec = spec_from_dict(_plain(cfg, "ablation"))
     out = cfg.out or str(Path(cfg.project) / "ablate" / spec.name)
     r = run_ablation(spec, out, train_overrides=[str(o) for o in cfg.train_overrides or []], max_runs=cfg.max_runs,
-                     only=_names(cfg.only), check=cfg.check, rerun=_names(cfg.rerun))
+                     only=_names(cfg.only), check=cfg.check, rerun=_names(cfg.rerun), compose=compose_many)
     print(f"results: {r.table} ({len(r.ran)} run now, {len(r.skipped)} were there, {len(r.failed)} failed, "
           f"{len(r.pending)} pending)")
     for name, seed, err in r.failed:
@@ -297,9 +272,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     import hydra
 
-    _register_configs()
+    register_configs()
     sys.argv = [f"imgcls {verb}", *argv]
-    hydra.main(version_base="1.3", config_path="conf", config_name=verb.replace("-", "_"))(_run_verb(VERBS[verb][0]))()
+    hydra.main(version_base="1.3", config_path="pkg://imgcls.conf", config_name=verb.replace("-", "_"))(_run_verb(VERBS[verb][0]))()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from imgcls.errors import ImgclsError
-from imgcls.train.run import train
+from imgcls.training.run import train
 from tests.conftest import write_image_folder
 
 CNN = {"name": "simple_cnn", "width": 4}

@@ -17,7 +17,7 @@ from torch import nn
 
 from imgcls.config import OptimConfig, SchedConfig
 from imgcls.errors import ImgclsError
-from imgcls.train.muon import Muon
+from imgcls.training.muon import Muon
 
 SCHEDULES = ("cosine", "onecycle", "linear", "step", "constant")
 OPTIMIZERS = ("sgd", "adam", "adamw", "muon")

@@ -22,12 +22,12 @@ from imgcls.models.build import build_model, freeze_backbone, layer_groups
 
 import importlib
 
-from imgcls.train.loop import freeze_norm_statistics
-from imgcls.train.optim import apply_schedule, build_optimizer, set_epoch
-from imgcls.train.run import class_weights_of, train
+from imgcls.training.loop import freeze_norm_statistics
+from imgcls.training.optim import apply_schedule, build_optimizer, set_epoch
+from imgcls.training.run import class_weights_of, train
 
 CNN = {"name": "simple_cnn", "width": 4}
-loop_mod = importlib.import_module("imgcls.train.loop")
+loop_mod = importlib.import_module("imgcls.training.loop")
 
 
 def trainer(project, **kw):

@@ -106,6 +106,6 @@ def plot_reliability(report: dict, path: str | Path, title: str = "Reliability")
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=name)
         ax.legend(loc="upper left", fontsize=8)
     fig.suptitle(title)
-    from imgcls.evaluate.plots import save_figure
+    from imgcls.evaluation.plots import save_figure
 
     return save_figure(fig, path)

@@ -1,0 +1,80 @@
+"""Hydra composition, in the CLI layer: the packaged `conf/` plus overrides -> plain dicts of option groups.
+
+`compose_train(overrides)` is the public way for scripts (benchmarks, the ablation runner through the
+CLI) to get what `imgcls train OVERRIDES` would train with, without Hydra outside this layer.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from omegaconf import OmegaConf
+
+from imgcls.config import AugConfig, DataConfig, LossConfig, OptimConfig, SchedConfig, TrainerConfig
+from imgcls.errors import ImgclsError
+
+SCHEMAS = {"data": DataConfig, "optim": OptimConfig, "sched": SchedConfig, "aug": AugConfig, "loss": LossConfig,
+           "trainer": TrainerConfig}
+TRAIN_GROUPS = ("data", "model", "optim", "sched", "aug", "loss", "trainer")  # the option groups of a training run
+
+
+def register_configs() -> None:
+    """Schemas of the option groups, and one config per registered model made from its builder's defaults."""
+    from hydra.core.config_store import ConfigStore
+
+    from imgcls.models import list_models
+    from imgcls.models.hub import ADAPTERS
+    from imgcls.models.registry import _get
+
+    cs = ConfigStore.instance()
+    for group, schema in SCHEMAS.items():
+        cs.store(group=group, name="_schema", node=schema)
+    for name in list_models():
+        params = inspect.signature(_get(name)).parameters
+        # pretrained: a weights file to start from (true: the library's, for timm/torchvision); freeze: backbone
+        node = {"name": name, "pretrained": None, "freeze": None}
+        if name in ADAPTERS:  # model=timm model.name=resnet18: `name` is the library's model name
+            node = {"adapter": name, "name": params["arch"].default, "pretrained": None, "freeze": None}
+        for p in params.values():
+            if p.name not in ("num_classes", "in_chans", "img_size", "arch", "download") \
+                    and p.default is not inspect.Parameter.empty:
+                node[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
+        cs.store(group="model", name=name, node=node)
+
+
+def compose_train(overrides: list[str]) -> dict:
+    """The option groups `imgcls train OVERRIDES` would train with (Hydra's compose API), as plain dicts."""
+    return compose_many([overrides])[0]
+
+
+def compose_many(override_lists: list[list[str]], *, errors: list | None = None) -> list[dict | None]:
+    """`compose_train` for several override lists under one Hydra initialization.
+
+    With `errors` (a list), a list that does not compose gives None and its ImgclsError is appended
+    there (in order) instead of raised.
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    out: list[dict | None] = []
+    try:
+        with initialize_config_module(config_module="imgcls.conf", version_base="1.3"):
+            for overrides in override_lists:
+                try:
+                    cfg = compose(config_name="train", overrides=list(overrides))
+                except (HydraException, OmegaConfBaseException) as e:
+                    err = ImgclsError(str(e).splitlines()[0])
+                    if errors is None:
+                        raise err from None
+                    errors.append(err)
+                    out.append(None)
+                    continue
+                out.append({k: OmegaConf.to_container(cfg[k], resolve=True) if cfg.get(k) is not None else None
+                            for k in TRAIN_GROUPS})
+    finally:
+        GlobalHydra.instance().clear()
+    return out
