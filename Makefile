@@ -22,8 +22,10 @@ install: $(STAMP)
 train: $(STAMP)
 	$(BIN)/imgcls train experiment=cifar10_fast $(ARGS)
 
-# pytest exit code 5 ("no tests collected") counts as a failure: a suite that runs nothing is broken.
+# The linter first (rules in pyproject.toml), then the suite. pytest exit code 5 ("no tests
+# collected") counts as a failure: a suite that runs nothing is broken.
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 clean:

@@ -53,10 +53,10 @@ def main() -> None:
         conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
         x = torch.randn(a.batch, cin, side, side).contiguous(memory_format=torch.channels_last).requires_grad_()
         flops = 2 * a.batch * cin * 9 * cout * side * side  # forward multiply-adds x 2
-        fwd = timeit(lambda: conv(x))
+        fwd = timeit(lambda conv=conv, x=x: conv(x))
         y = conv(x)
         g = torch.ones_like(y)
-        both = timeit(lambda: conv(x).backward(g))
+        both = timeit(lambda conv=conv, x=x, g=g: conv(x).backward(g))
         epoch_flops += 3 * flops / a.batch * 50_000
         print(f"conv {cin:>3}->{cout:<3} at {side:>2}x{side:<2}: forward {flops / fwd / 1e9:.0f} GFLOPS, "
               f"backward {2 * flops / max(both - fwd, 1e-9) / 1e9:.0f} GFLOPS")

@@ -7,7 +7,8 @@ torch.compile, onnxruntime fp32 and int8 (static, first layer kept fp32, and all
 
 The CIFAR-10 model file comes from `python benchmarks/cifar10_speed.py --experiment cifar10_cpu10
 --seeds 0`. Latency: batch 1, p50 and p95 over 200 calls after a warm-up; throughput: images/s at
-batch 256 over at least 5 s (both `imgcls.deploy.quantize.measure_speed`, as `imgcls quantize` reports). Agreement: share of real test images (2,000 CIFAR-10 test images, or the
+batch 256 over at least 5 s (both `imgcls.deploy.quantize.measure_speed`, as `imgcls quantize` reports).
+Agreement: share of real test images (2,000 CIFAR-10 test images, or the
 Caltech101 subset at 224 for the timm model) whose top-1 class equals eager's; accuracy where the
 labels mean something (the CIFAR-10 model). Run it alone on the machine: other work skews every number.
 """
@@ -53,11 +54,9 @@ def real_images(args):
         idx = torch.randperm(len(y), generator=g)[:args.images]
         calib, _ = next(iter(make_loader(bundle, bundle.train, train=False, batch_size=512)))
         return model, x[idx], y[idx], calib, f"{model.meta.arch} ({Path(args.ckpt).parent.name})", model.meta
-    import dataclasses
 
-    from imgcls.config import ModelConfig
+    from imgcls.config import DataConfig, ModelConfig
     from imgcls.data import load_data
-    from imgcls.config import DataConfig
     from imgcls.models.build import build_model
     from imgcls.setup import preprocess_of
 
@@ -157,9 +156,9 @@ def measure(args) -> dict:
 
 def write_table(results: dict) -> None:
     parts = []
-    for key, res in results.items():
+    for res in results.values():
         acc = any("accuracy" in r for r in res["rows"])
-        head = "| path | p50 ms (batch 1) | p95 ms | images/s (batch %d) | vs eager | top-1 agreement |" % res["batch"]
+        head = f"| path | p50 ms (batch 1) | p95 ms | images/s (batch {res['batch']}) | vs eager | top-1 agreement |"
         head += " accuracy |" if acc else ""
         lines = [f"**{res['model']}** — {res['hardware']}, torch {res['torch']}, {res['threads']} threads, "
                  f"{res['images']} real images, {res['date']}", "", head, "|---" * (6 + acc) + "|"]

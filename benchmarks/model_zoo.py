@@ -100,7 +100,8 @@ def recipe_result(file: str | None, experiment: str | None, overrides: list | No
 
 
 def table(measured: list[dict]) -> str:
-    out = ["| model | input | params | MMACs | latency b=1 (ms) | throughput b=256 (img/s) | test acc % | wall s (train+eval) | seeds | command |",
+    out = ["| model | input | params | MMACs | latency b=1 (ms) | throughput b=256 (img/s) | test acc % "
+           "| wall s (train+eval) | seeds | command |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for m in measured:
         r = m.get("result")

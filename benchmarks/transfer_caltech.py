@@ -80,7 +80,8 @@ def write_table(rows: list[dict]) -> None:
     names = list(dict.fromkeys(r["variant"] for r in rows))
     classes = list(rows[0]["per_class_recall"]) if rows else []
     lines = [f"Caltech101 subset (12 classes, 32x32), test = 20% stratified hold-out; {rows[0]['hardware'] if rows else ''}", "",
-             "| variant | seeds | test acc % | epochs | wall s | macro recall % | worst class recall % |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| variant | seeds | test acc % | epochs | wall s | macro recall % | worst class recall % |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for n in names:
         rs = [r for r in rows if r["variant"] == n]
         acc = [100 * r["test_acc"] for r in rs]

@@ -36,13 +36,13 @@ _LAZY = {
 __all__ = ["__version__", *sorted(_LAZY)]
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from imgcls.errors import ImgclsError
-    from imgcls.evaluation.metrics import read_metrics
-    from imgcls.evaluation.run import evaluate
-    from imgcls.modelfile import read_meta
-    from imgcls.models import create_model, list_models, load_model, register_model
-    from imgcls.predict import Predictor
-    from imgcls.training.run import TrainResult, train
+    from imgcls.errors import ImgclsError  # noqa: F401
+    from imgcls.evaluation.metrics import read_metrics  # noqa: F401
+    from imgcls.evaluation.run import evaluate  # noqa: F401
+    from imgcls.modelfile import read_meta  # noqa: F401
+    from imgcls.models import create_model, list_models, load_model, register_model  # noqa: F401
+    from imgcls.predict import Predictor  # noqa: F401
+    from imgcls.training.run import TrainResult, train  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

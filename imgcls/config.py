@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 from imgcls.errors import ImgclsError
 
@@ -16,28 +16,29 @@ from imgcls.errors import ImgclsError
 @dataclass
 class DataConfig:
     name: str = "cifar10"  # cifar10 | mnist | folder | caltech101 | a torchvision data set class (FashionMNIST, SVHN, ...)
-    root: Optional[str] = None  # directory holding data sets; None = $IMGCLS_DATA, else ./data
+    root: str | None = None  # directory holding data sets; None = $IMGCLS_DATA, else ./data
     download: bool = True  # let torchvision download a missing data set (needs network)
     val_fraction: float = 0.1  # held-out share of train when there is no validation folder; 0 = none (best = last)
-    test_fraction: Optional[float] = None  # share held out as test when there is no test split; None = the data set's (0.2 for caltech101, else 0)
+    # share held out as test when there is no test split; None = the data set's (0.2 for caltech101, else 0)
+    test_fraction: float | None = None
     split_seed: int = 0  # seed of the stratified train/val(/test) split (kept apart from the training seed)
-    image_size: Optional[int] = None  # side the model sees; None = native size (small images) or 224 (large)
-    channels: Optional[int] = None  # 1 or 3; None = the data set's own (1 for MNIST, 3 otherwise)
-    mean: Optional[list[float]] = None  # normalization; None = the data set's published values
-    std: Optional[list[float]] = None  # per-channel std on [0, 1] pixels; None = the data set's published values
+    image_size: int | None = None  # side the model sees; None = native size (small images) or 224 (large)
+    channels: int | None = None  # 1 or 3; None = the data set's own (1 for MNIST, 3 otherwise)
+    mean: list[float] | None = None  # normalization; None = the data set's published values
+    std: list[float] | None = None  # per-channel std on [0, 1] pixels; None = the data set's published values
     small_max: int = 64  # images seen at most this many pixels a side (native, or image_size) are decoded once into a tensor cache
-    cache_dir: Optional[str] = None  # decode cache; None = $IMGCLS_CACHE, else ~/.cache/imgcls
+    cache_dir: str | None = None  # decode cache; None = $IMGCLS_CACHE, else ~/.cache/imgcls
     workers: int = 2  # DataLoader workers for large images
-    limit: Optional[int] = None  # use a seeded random N samples of each split (quick tests)
+    limit: int | None = None  # use a seeded random N samples of each split (quick tests)
     sampler: str = "random"  # random | balanced (each class drawn equally often, with replacement: for imbalanced data)
 
 
 @dataclass
 class AugConfig:
-    flip: Optional[bool] = None  # horizontal flips; None = the data set's default (on, but off for MNIST digits)
+    flip: bool | None = None  # horizontal flips; None = the data set's default (on, but off for MNIST digits)
     flip_mode: str = "random"  # random | alternate (each image mirrored in every other epoch, as airbench: more diverse)
     crop_pad: int = 4  # small images: random translate by up to this many pixels (pad-and-crop); 0 = off
-    small_crop: Optional[int] = None  # small images: random crops of this side early on (cheaper steps, same scale)
+    small_crop: int | None = None  # small images: random crops of this side early on (cheaper steps, same scale)
     small_crop_until: float = 0.5  # ... for this share of training, then on full images
     crop_scale: list[float] = field(default_factory=lambda: [0.35, 1.0])  # large images: RandomResizedCrop area range
     cutout: int = 0  # side in pixels of a square erased at a random place in each training image (DeVries & Taylor); 0 = off
@@ -97,16 +98,16 @@ class TrainerConfig:
     ema_decay: float = 0.0  # exponential moving average of weights per step; 0 = off (e.g. 0.999)
     patience: int = 0  # early stopping: epochs without val improvement before stopping; 0 = off
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    threads: Optional[int] = None  # CPU threads; None = all cores
+    threads: int | None = None  # CPU threads; None = all cores
     amp: bool = True  # mixed precision on CUDA (bf16 if supported, else fp16); CPU always runs fp32
-    channels_last: Optional[bool] = None  # None = on for CUDA, off for CPU
+    channels_last: bool | None = None  # None = on for CUDA, off for CPU
     compile: bool = False  # torch.compile the model
     project: str = "runs"  # parent folder of run folders
-    name: Optional[str] = None  # run folder name; None = "<data>-<model>"; a taken name gets -2, -3, ...
+    name: str | None = None  # run folder name; None = "<data>-<model>"; a taken name gets -2, -3, ...
     resume: Any = False  # true = continue the latest run named `name`; or a run folder path
     progress: bool = True  # progress bar
-    limit_batches: Optional[int] = None  # stop each epoch after N batches (quick tests)
-    time_budget: Optional[float] = None  # wall seconds from process start to test metrics; the schedule adapts to fit
+    limit_batches: int | None = None  # stop each epoch after N batches (quick tests)
+    time_budget: float | None = None  # wall seconds from process start to test metrics; the schedule adapts to fit
     tta: int = 0  # test-time augmentation level of the final test evaluation: 0 none, 1 mirror, 2 mirror + shifts
     init_images: int = 5000  # training images given to a model's data-dependent init (e.g. patch whitening)
     freeze_epochs: int = 0  # fine-tuning (fastai style): train only the head for this many epochs, then everything
@@ -123,8 +124,9 @@ class TrainerConfig:
 class ModelConfig:
     name: str = "resnet_cifar20"  # registered name, see `imgcls.list_models()`
     args: dict[str, Any] = field(default_factory=dict)  # builder options (e.g. width), besides the fixed keys
-    pretrained: Optional[str] = None  # weights file to start from (.pt/.pth/.th/.safetensors or an imgcls model file); true = the library's (timm/torchvision)
-    freeze: Optional[str] = None  # backbone = feature extraction: only the head trains (frozen batch-norm statistics too)
+    # weights file to start from (.pt/.pth/.th/.safetensors or an imgcls model file); true = the library's (timm/torchvision)
+    pretrained: str | None = None
+    freeze: str | None = None  # backbone = feature extraction: only the head trains (frozen batch-norm statistics too)
 
 
 AUG_POLICIES = ("none", "trivialaugment", "randaugment", "autoaugment")

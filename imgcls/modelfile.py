@@ -59,7 +59,7 @@ class ModelMeta:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelMeta":
+    def from_dict(cls, d: dict[str, Any]) -> ModelMeta:
         d = dict(d)
         d["preprocess"] = Preprocess(**d["preprocess"])
         return cls(**d)
@@ -132,7 +132,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, arch: str = "?") 
     try:
         missing, unexpected = _st_load_model(model, str(path), strict=False)
     except RuntimeError as e:  # shape mismatch
-        raise ImgclsError(f"{path} does not fit model {arch!r} (weights of another architecture?): {str(e).splitlines()[-1].strip()}") from None
+        raise ImgclsError(f"{path} does not fit model {arch!r} (weights of another architecture?): "
+                          f"{str(e).splitlines()[-1].strip()}") from None
     missing, unexpected = sorted(missing), sorted(unexpected)  # safetensors returns `missing` as a set
     if missing or unexpected:
         raise ImgclsError(

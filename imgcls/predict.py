@@ -9,8 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,12 +19,12 @@ from PIL import Image
 
 from imgcls.data.file_loader import eval_transform
 from imgcls.data.image_io import is_image_file, open_image, to_mode
+from imgcls.device import select_device
 from imgcls.errors import ImgclsError
 from imgcls.models import load_model
-from imgcls.device import select_device
 from imgcls.run_dir import new_run_dir
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
 
 class Predictor:
@@ -43,7 +44,7 @@ class Predictor:
         self.transform = eval_transform(tuple(p.input_size), p.mean, p.std, resize=p.resize, interpolation=p.interpolation)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str = "auto", batch_size: int = 64) -> "Predictor":
+    def load(cls, path: str | os.PathLike, *, device: str = "auto", batch_size: int = 64) -> Predictor:
         """A model file (.safetensors), or an export of one: .onnx (run by onnxruntime) or .pt2 (torch.export)."""
         from imgcls.deploy.runtime import OnnxModel, load_runtime
 

@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from imgcls.config import (AugConfig, DataConfig, LossConfig, ModelConfig, OptimConfig, SchedConfig, TrainerConfig,
-                           coerce, model_config)
+from imgcls.config import AugConfig, DataConfig, LossConfig, ModelConfig, OptimConfig, SchedConfig, TrainerConfig, coerce, model_config
 from imgcls.data import DataBundle, load_data, make_loader
 from imgcls.data.sources import list_sources
 from imgcls.device import select_device, set_threads

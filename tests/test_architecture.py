@@ -3,7 +3,8 @@
 The import graph is read from the source (an AST walk), not from `sys.modules`: every import in a
 file is an edge, those inside function bodies too (a cycle hidden in a function is still a cycle).
 Importing `imgcls.a.b` is an edge to `imgcls.a.b` and, from outside `imgcls.a`, to that package on
-the way (Python runs its `__init__` first; inside it, the `__init__` is already running). The root `imgcls/__init__.py` is the public facade, loading its names
+the way (Python runs its `__init__` first; inside it, the `__init__` is already running). The root
+`imgcls/__init__.py` is the public facade, loading its names
 lazily; nothing inside the package imports it, which the last test checks.
 """
 

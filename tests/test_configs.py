@@ -143,3 +143,13 @@ def test_long_study_reruns_the_short_studys_variants():
     assert "ten epochs" in long.factors["schedule"] and long.factors["backbone"] == short.factors["backbone"]
     for v in long.variants:  # same overrides as in the short study, so the two rankings compare
         assert v.overrides == short.variant(v.name).overrides
+
+
+def test_cached_model_configs_match_the_registry():
+    """conf/models.json (read by the CLI so that --help imports no torch) is what the builders say today."""
+    import json
+
+    from imgcls.cli.compose import MODEL_NODES, model_nodes
+
+    assert json.loads(MODEL_NODES.read_text()) == json.loads(json.dumps(model_nodes())), \
+        "conf/models.json is stale: run `python -m imgcls.cli.compose` after changing a model builder"

@@ -11,8 +11,7 @@ from safetensors.torch import save_file
 
 from imgcls.errors import ImgclsError
 from imgcls.modelfile import FORMAT_VERSION, META_KEY, ModelMeta, Preprocess, load_weights, read_meta, save_model
-from imgcls.models import load_model
-from imgcls.models import create_model
+from imgcls.models import create_model, load_model
 
 ARGS = {"num_classes": 3, "in_chans": 1, "img_size": 8, "hidden": [16], "dropout": 0.5}
 

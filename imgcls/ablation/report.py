@@ -24,7 +24,6 @@ from imgcls.ablation.run import BASE, AblationSpec, read_table, spec_from_dict
 from imgcls.errors import ImgclsError
 from imgcls.evaluation.plots import save_figure
 
-
 # A run whose 1-minute load average ended above this many times the core count shared the machine
 # (a training run keeps every core busy on its own: ~1x); the report names such runs.
 BUSY_LOAD = 1.15
@@ -63,6 +62,8 @@ class VariantStats:
     def seconds_per_epoch(self) -> float:
         return self.train_seconds / self.epochs if self.epochs else math.nan
 
+
+TIME_BUDGET_NOTE = " s of wall time from process start to test metrics (trainer.time_budget: the schedule follows the clock)"
 
 def _mean(xs: list[float]) -> float:
     return statistics.fmean(xs) if xs else math.nan
@@ -359,7 +360,7 @@ def make_report(study_dir: str | Path, *, out_dir: str | Path | None = None, nam
         md += [spec.description.strip(), ""]
     md += [f"- **Base recipe**: `imgcls train {' '.join(spec.base) if spec else '?'}`; every other variant changes "
            f"one design choice of it (its overrides below).",
-           f"- **Budget per run**: {budget[:-1] + ' s of wall time from process start to test metrics (trainer.time_budget: the schedule follows the clock)' if by_time else budget[:-2] + ' epochs'}.",
+           f"- **Budget per run**: {budget[:-1] + TIME_BUDGET_NOTE if by_time else budget[:-2] + ' epochs'}.",
            f"- **Seeds**: {len(seeds)} ({', '.join(map(str, seeds))}); {len(rows)} runs; test accuracy on the full test split, "
            f"differences with Welch's 95% confidence interval (\"better\"/\"worse\" when it excludes 0).",
            f"- **Hardware**: {'; '.join(hardware)}; torch {rows[0]['torch']}; runs finished {dates[0]} – {dates[-1]}.",

@@ -26,9 +26,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import yaml
 
@@ -262,8 +263,7 @@ def check_variants(spec: AblationSpec, train_overrides: list[str] | None = None,
 
     Catches unknown keys and values (the config schemas) and builder arguments a model does not take.
     """
-    from imgcls.config import (AugConfig, DataConfig, LossConfig, OptimConfig, SchedConfig, TrainerConfig, coerce,
-                               model_config)
+    from imgcls.config import AugConfig, DataConfig, LossConfig, OptimConfig, SchedConfig, TrainerConfig, coerce, model_config
     from imgcls.models.build import build_model
 
     problems, errors = [], []

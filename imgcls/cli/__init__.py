@@ -7,11 +7,9 @@ call the plain-Python API with dicts.
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 

@@ -7,6 +7,8 @@ CLI) to get what `imgcls train OVERRIDES` would train with, without Hydra outsid
 from __future__ import annotations
 
 import inspect
+import json
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -18,27 +20,42 @@ SCHEMAS = {"data": DataConfig, "optim": OptimConfig, "sched": SchedConfig, "aug"
 TRAIN_GROUPS = ("data", "model", "optim", "sched", "aug", "loss", "trainer")  # the option groups of a training run
 
 
-def register_configs() -> None:
-    """Schemas of the option groups, and one config per registered model made from its builder's defaults."""
-    from hydra.core.config_store import ConfigStore
+# The model group's configs, one per registered model, as `model_nodes()` makes them from the builders.
+# Read from this file so that `imgcls VERB --help` does not import torch and every model family; a test
+# checks it against the registry (regenerate: python -m imgcls.cli.compose).
+MODEL_NODES = Path(__file__).resolve().parent.parent / "conf" / "models.json"
+SKIPPED_ARGS = ("num_classes", "in_chans", "img_size", "arch", "download")  # set by imgcls, not by the user
 
+
+def model_nodes() -> dict[str, dict]:
+    """One config per registered model, made from its builder's keyword defaults (imports every family)."""
     from imgcls.models import list_models
     from imgcls.models.hub import ADAPTERS
-    from imgcls.models.registry import _get
+    from imgcls.models.registry import model_builder
 
-    cs = ConfigStore.instance()
-    for group, schema in SCHEMAS.items():
-        cs.store(group=group, name="_schema", node=schema)
+    nodes = {}
     for name in list_models():
-        params = inspect.signature(_get(name)).parameters
+        params = inspect.signature(model_builder(name)).parameters
         # pretrained: a weights file to start from (true: the library's, for timm/torchvision); freeze: backbone
         node = {"name": name, "pretrained": None, "freeze": None}
         if name in ADAPTERS:  # model=timm model.name=resnet18: `name` is the library's model name
             node = {"adapter": name, "name": params["arch"].default, "pretrained": None, "freeze": None}
         for p in params.values():
-            if p.name not in ("num_classes", "in_chans", "img_size", "arch", "download") \
-                    and p.default is not inspect.Parameter.empty:
+            if p.name not in SKIPPED_ARGS and p.default is not inspect.Parameter.empty:
                 node[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
+        nodes[name] = node
+    return nodes
+
+
+def register_configs() -> None:
+    """Schemas of the option groups, and the model group (from MODEL_NODES, else from the registry)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    for group, schema in SCHEMAS.items():
+        cs.store(group=group, name="_schema", node=schema)
+    nodes = json.loads(MODEL_NODES.read_text()) if MODEL_NODES.is_file() else model_nodes()
+    for name, node in nodes.items():
         cs.store(group="model", name=name, node=node)
 
 
@@ -78,3 +95,8 @@ def compose_many(override_lists: list[list[str]], *, errors: list | None = None)
     finally:
         GlobalHydra.instance().clear()
     return out
+
+
+if __name__ == "__main__":  # rewrite MODEL_NODES after adding or changing a model builder
+    MODEL_NODES.write_text(json.dumps(model_nodes(), indent=1) + "\n")
+    print(f"wrote {MODEL_NODES}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Optional
 
 import torch
 
@@ -14,12 +13,12 @@ class Split:
 
     labels: torch.Tensor  # (N,) int64
     ids: list[str]  # file path of each sample, or "<dataset>:<split>:<index>" for array data sets
-    images: Optional[torch.Tensor] = None  # (N, C, H, W) uint8, or None when the images stay on disk
+    images: torch.Tensor | None = None  # (N, C, H, W) uint8, or None when the images stay on disk
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: torch.Tensor | list[int]) -> "Split":
+    def subset(self, index: torch.Tensor | list[int]) -> Split:
         index = torch.as_tensor(index, dtype=torch.long)
         images = self.images[index] if self.images is not None else None
         return Split(labels=self.labels[index], ids=[self.ids[i] for i in index.tolist()], images=images)
@@ -36,9 +35,9 @@ class DataBundle:
     mean: list[float]
     std: list[float]
     train: Split
-    val: Optional[Split] = None
-    test: Optional[Split] = None
-    resize: Optional[int] = None  # large images: shorter side before the center crop at evaluation
+    val: Split | None = None
+    test: Split | None = None
+    resize: int | None = None  # large images: shorter side before the center crop at evaluation
     flip_ok: bool = True  # whether mirrored images are still valid examples (not for digits or text)
     notes: list[str] = field(default_factory=list)  # things the user should know (skipped files, ...)
     default_test_fraction: float = 0.0  # share of train held out as test when there is no official test split
@@ -47,5 +46,5 @@ class DataBundle:
     def in_memory(self) -> bool:
         return self.train.images is not None
 
-    def with_splits(self, **splits: Optional[Split]) -> "DataBundle":
+    def with_splits(self, **splits: Split | None) -> DataBundle:
         return replace(self, **splits)

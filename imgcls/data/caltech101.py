@@ -13,8 +13,8 @@ classes). There is no official split: `split()` makes a seeded stratified train/
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class Caltech101(Dataset):
         download: fetch the archive with torchvision when it is not under `root` (needs network).
     """
 
-    def __init__(self, root: str | Path, *, transform: Optional[Callable] = None, include_background: bool = False,
+    def __init__(self, root: str | Path, *, transform: Callable | None = None, include_background: bool = False,
                  download: bool = False):
         self.root = Path(root)
         found = find_categories_dir(self.root)

@@ -53,7 +53,7 @@ class FileDataset(Dataset):
             except ImgclsError as e:
                 if j not in self._reported:
                     self._reported.add(j)
-                    warnings.warn(f"skipped {e}")
+                    warnings.warn(f"skipped {e}", stacklevel=2)
                 continue
             return self.transform(img), int(self.labels[j])
         raise ImgclsError(f"no readable image among {len(self.paths)} files, e.g. {self.paths[0]}")

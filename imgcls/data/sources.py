@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -63,7 +63,6 @@ def get_source(name: str) -> Callable[..., DataBundle]:
 
 def _torchvision_dataset_class(name: str):
     import torchvision.datasets as tvd
-
     from torch.utils.data import Dataset
 
     for attr in dir(tvd):
@@ -369,7 +368,8 @@ def torchvision_dataset(cls, root: Path, *, channels: int | None, image_size: in
     sample = first[:10000].float() / 255  # this data set's own statistics, from (part of) its train split
     mean, std = sample.mean((0, 2, 3)).tolist(), sample.std((0, 2, 3)).tolist()
     return DataBundle(name=name.lower(), classes=classes, channels=c, image_size=tuple(first.shape[-2:]), mean=mean,
-                      std=std, flip_ok=not (name.lower().endswith("mnist") or name in DIGIT_SETS), default_test_fraction=0.0 if "test" in out else 0.2,
+                      std=std, flip_ok=not (name.lower().endswith("mnist") or name in DIGIT_SETS),
+                      default_test_fraction=0.0 if "test" in out else 0.2,
                       **out)
 
 

@@ -18,7 +18,7 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
         tr, va = train_test_split(idx, test_size=fraction, stratify=y, random_state=seed)
     except ValueError:  # a class with a single image, or fewer held-out images than classes
         warnings.warn("some class has too few images for sklearn's stratified split; splitting each class on its own "
-                      "(a class with one image stays in train)")
+                      "(a class with one image stays in train)", stacklevel=2)
         rng = np.random.default_rng(seed)
         tr, va = [], []
         for c in np.unique(y):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from imgcls.data.augment import apply_policy, cutout
-import torch.nn.functional as F
 
 
 def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -120,7 +120,7 @@ class TensorLoader:
         else:
             order = torch.randperm(n, generator=g).to(self.labels.device) if self.shuffle else None
         if self.world > 1:  # the order is shared; augmentation draws are each process's own
-            g_order, g = g, torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7919 * self.rank + 1)
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7919 * self.rank + 1)
         local = self.batch_size // self.world if (self.world > 1 and order is not None) else self.batch_size
         for i in range(len(self)):
             if self.world > 1 and order is not None:  # this rank's slice of global batch i

@@ -60,7 +60,7 @@ class OnnxModel:
         self.parity = json.loads(props[PARITY_KEY]) if PARITY_KEY in props else None
         self.input_name = self.session.get_inputs()[0].name
 
-    def eval(self) -> "OnnxModel":
+    def eval(self) -> OnnxModel:
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,7 +111,7 @@ class Pt2Model:
         self.device = torch.device(device)
         self.module = program.module().to(self.device)
 
-    def eval(self) -> "Pt2Model":
+    def eval(self) -> Pt2Model:
         return self
 
     @torch.no_grad()

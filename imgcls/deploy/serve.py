@@ -18,15 +18,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import logging
 import hmac
 import io
+import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from fastapi import Request  # at module level: FastAPI resolves the endpoints' annotations in this module
@@ -107,7 +108,7 @@ class MicroBatcher:
                     break
                 try:
                     item = await asyncio.wait_for(self.queue.get(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 items.append(item)
                 n += len(item[0])

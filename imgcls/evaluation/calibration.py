@@ -64,12 +64,12 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
 
     if len(labels) < MIN_SAMPLES or not torch.isfinite(logits).all():
         warnings.warn(f"temperature scaling skipped ({len(labels)} samples, finite logits: "
-                      f"{bool(torch.isfinite(logits).all())}): T = 1")
+                      f"{bool(torch.isfinite(logits).all())}): T = 1", stacklevel=2)
         return 1.0
     opt.step(closure)
     t = float(log_t.detach().exp())
     if not np.isfinite(t):
-        warnings.warn("temperature scaling did not converge: T = 1")
+        warnings.warn("temperature scaling did not converge: T = 1", stacklevel=2)
         return 1.0
     return min(max(t, T_RANGE[0]), T_RANGE[1])  # a tiny or perfectly separated set would drive T to 0
 

@@ -7,25 +7,24 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from imgcls.config import DataConfig, ModelConfig, coerce, model_config
 from imgcls.data import DataBundle, load_data, make_loader
-from imgcls.errors import ImgclsError
 from imgcls.data.image_io import open_image
+from imgcls.device import select_device, set_threads
+from imgcls.errors import ImgclsError
 from imgcls.evaluation.calibration import calibration_report, plot_reliability
+from imgcls.evaluation.infer import predict_logits
 from imgcls.evaluation.metrics import compute_metrics, most_confused, write_metrics, write_per_class_csv, write_rows_csv
 from imgcls.evaluation.plots import plot_confusion_matrix, plot_image_grid
 from imgcls.modelfile import ModelMeta, save_model
 from imgcls.models import load_model
 from imgcls.models.build import build_model, head_parameter_names
-from imgcls.setup import fill_data_defaults
-from imgcls.device import select_device, set_threads
-from imgcls.evaluation.infer import predict_logits
 from imgcls.run_dir import new_run_dir
+from imgcls.setup import fill_data_defaults
 
 
 def evaluate_model(model: nn.Module, bundle: DataBundle, split: str, out_dir: Path, *, device: torch.device,

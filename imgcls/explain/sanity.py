@@ -76,10 +76,10 @@ def sanity_check(*, data: Any = None, model: Any = None, optim: Any = None, aug:
                  out_dir: str | Path | None = None) -> SanityResult:
     """Overfit one un-augmented training batch with a fresh optimizer (AdamW at `lr`, default 1e-3),
     and draw a grid of augmented training images with their labels (sanity_batch.png)."""
+    from imgcls.config import OptimConfig
     from imgcls.explain.common import setup, train_loader
     from imgcls.run_dir import new_run_dir
     from imgcls.training.optim import build_optimizer
-    from imgcls.config import OptimConfig
 
     s = setup(data, model, optim, aug, loss, trainer)
     out = Path(out_dir) if out_dir else new_run_dir(s.cfg.trainer.project, f"sanity-{s.bundle.name}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -34,6 +34,11 @@ def list_models(pattern: str = "*") -> list[str]:
 def model_accepts(name: str, arg: str) -> bool:
     """True if the builder of `name` takes a keyword argument `arg`."""
     return arg in inspect.signature(_get(name)).parameters
+
+
+def model_builder(name: str) -> Callable[..., nn.Module]:
+    """The registered builder of `name` (its signature lists the model's options and their defaults)."""
+    return _get(name)
 
 
 def _get(name: str) -> Callable[..., nn.Module]:

@@ -11,9 +11,9 @@ import io
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +21,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from imgcls.config import SchedConfig
+from imgcls.device import autocast
 from imgcls.evaluation.infer import predict_logits
 from imgcls.training.checkpoint import load_state, save_state
-from imgcls.device import autocast
 from imgcls.training.distributed import SINGLE, Dist, all_sum, barrier, gather_cat
 from imgcls.training.optim import apply_schedule, set_epoch
 

@@ -6,17 +6,17 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from imgcls.config import (AugConfig, DataConfig, LossConfig, ModelConfig, OptimConfig, SchedConfig, TrainerConfig,
-                           coerce, model_config)
+from imgcls.config import AugConfig, DataConfig, LossConfig, ModelConfig, OptimConfig, SchedConfig, TrainerConfig, coerce, model_config
 from imgcls.data import DataBundle, data_root, make_loader, write_split_lists
 from imgcls.data.augment import batch_mix
 from imgcls.device import amp_dtype as pick_amp_dtype
@@ -28,8 +28,18 @@ from imgcls.evaluation.infer import predict_logits
 from imgcls.evaluation.tta import tta_logits
 from imgcls.modelfile import ModelMeta, load_weights, read_meta, save_model
 from imgcls.run_dir import new_run_dir, resume_dir
-from imgcls.setup import (Configs, Setup, build_model, class_weights_of, configs, first_images, preprocess_of,  # noqa: F401
-                          seed_everything, setup, train_loader)
+from imgcls.setup import (  # noqa: F401
+    Configs,
+    Setup,
+    build_model,
+    class_weights_of,
+    configs,
+    first_images,
+    preprocess_of,
+    seed_everything,
+    setup,
+    train_loader,
+)
 from imgcls.training.distributed import Dist, all_max, barrier, broadcast, device_for, sync_batchnorm
 from imgcls.training.distributed import init as init_distributed
 from imgcls.training.distributed import shutdown as shutdown_distributed

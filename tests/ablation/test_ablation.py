@@ -9,8 +9,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imgcls.ablation import (AblationSpec, InProcessRunner, make_report, paired_ci, read_table, run_ablation,
-                             spec_from_dict, variant_stats, welch_ci)
+from imgcls.ablation import (
+    AblationSpec,
+    InProcessRunner,
+    make_report,
+    paired_ci,
+    read_table,
+    run_ablation,
+    spec_from_dict,
+    variant_stats,
+    welch_ci,
+)
 from imgcls.ablation.run import COLUMNS, SubprocessRunner
 from imgcls.cli import compose_many, compose_train
 from imgcls.errors import ImgclsError
@@ -168,7 +177,8 @@ def write_study(path: Path, accs: dict[str, list[float]], factors: dict[str, str
                 w.writerow({"study": "fixed", "variant": name, "factor": factors.get(name, "gone"),
                             "overrides": "" if name == "base" else f"k={name}", "budget": "100s", "seed": seed,
                             "test_top1": a / 100, "test_top1_no_tta": (no_tta or {}).get(name, values)[seed] / 100,
-                            "epochs": 2, "train_seconds": 20.0, "eval_seconds": 6 if name in (no_tta or {}) else 2, "total_seconds": 30, "images_per_second": 500 if name != "slow" else 250,
+                            "epochs": 2, "train_seconds": 20.0, "eval_seconds": 6 if name in (no_tta or {}) else 2,
+                            "total_seconds": 30, "images_per_second": 500 if name != "slow" else 250,
                             "curve": curve, "run_dir": "x", "hardware": "Test CPU, 2 cores", "torch": "2.x",
                             "load_average": 0.5, "finished_at": f"2026-01-01 00:00:0{seed}"})
 

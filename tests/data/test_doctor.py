@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 import imgcls.data.doctor as doctor_mod
-from imgcls.data import load_data
 from imgcls.config import DataConfig
+from imgcls.data import load_data
 from imgcls.data.doctor import doctor
 from imgcls.training.run import train
 from tests.conftest import write_image_folder

@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 
 from imgcls.evaluation import evaluate
-from imgcls.evaluation.calibration import (calibration_report, expected_calibration_error, fit_temperature,
-                                         plot_reliability)
+from imgcls.evaluation.calibration import calibration_report, expected_calibration_error, fit_temperature, plot_reliability
 from imgcls.evaluation.metrics import compute_metrics, most_confused
 from imgcls.modelfile import read_meta
 from imgcls.predict import Predictor

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 from PIL import Image
 from safetensors.torch import load_file

@@ -58,7 +58,7 @@ def test_gradcam_mass_sits_in_the_corner_with_the_square(tmp_path):
 
 
 def test_target_layer_of_library_backbones():
-    timm = pytest.importorskip("timm")
+    pytest.importorskip("timm")
     net = create_model("timm", arch="resnet10t", num_classes=3).eval()
     name, _ = find_target_layer(net, torch.zeros(1, 3, 64, 64))
     assert name.startswith("layer4")

@@ -6,12 +6,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from imgcls.config import ModelConfig, model_config
+from imgcls.config import DataConfig, ModelConfig, model_config
 from imgcls.errors import ImgclsError
 from imgcls.models import create_model, list_models
 from imgcls.models.build import build_model
 from imgcls.setup import fill_data_defaults
-from imgcls.config import DataConfig
 
 timm = pytest.importorskip("timm")
 

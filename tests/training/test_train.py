@@ -15,9 +15,9 @@ from imgcls.errors import ImgclsError
 from imgcls.evaluation import evaluate, read_metrics
 from imgcls.modelfile import read_meta
 from imgcls.models import load_model
+from imgcls.run_dir import new_run_dir, resume_dir
 from imgcls.training.loop import RESULTS_COLUMNS
 from imgcls.training.run import train
-from imgcls.run_dir import new_run_dir, resume_dir
 from tests.conftest import SORTED_CLASSES, write_image_folder
 
 loop = importlib.import_module("imgcls.training.loop")  # `imgcls.train` the attribute is the train() function

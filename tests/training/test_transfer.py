@@ -3,10 +3,10 @@ an imgcls model file seeds another data set, class weights and the balanced samp
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
 
 import numpy as np
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,10 +18,7 @@ from imgcls.data.bundle import DataBundle, Split
 from imgcls.data.loaders import make_loader
 from imgcls.errors import ImgclsError
 from imgcls.models import create_model
-from imgcls.models.build import build_model, freeze_backbone, layer_groups
-
-import importlib
-
+from imgcls.models.build import build_model, layer_groups
 from imgcls.training.loop import freeze_norm_statistics
 from imgcls.training.optim import apply_schedule, build_optimizer, set_epoch
 from imgcls.training.run import class_weights_of, train
@@ -149,7 +146,8 @@ def test_balanced_sampler_draws_every_class_about_equally():
     seen = Counter(torch.cat([y for _, y in loader]).tolist())
     assert sum(seen.values()) == 345
     assert all(80 < seen[c] < 150 for c in range(3)), seen  # ~115 each instead of 300/30/15
-    plain = Counter(torch.cat([y for _, y in make_loader(b, b.train, train=True, batch_size=15, seed=1, aug=AugConfig(crop_pad=0))]).tolist())
+    loader = make_loader(b, b.train, train=True, batch_size=15, seed=1, aug=AugConfig(crop_pad=0))
+    plain = Counter(torch.cat([y for _, y in loader]).tolist())
     assert plain[0] == 300
 
 
