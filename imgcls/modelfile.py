@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from safetensors.torch import load_model as _st_load_model
 from safetensors.torch import save_model as _st_save_model
 from torch import nn
 
+from imgcls.atomic import atomic_path
 from imgcls.errors import ImgclsError
 
 FORMAT_VERSION = 2  # bump when a field is added or changes meaning; `_upgrade` keeps older files loading
@@ -81,14 +81,8 @@ def save_model(path: str | os.PathLike, model: nn.Module, meta: ModelMeta) -> Pa
     meta.versions = meta.versions or _versions()
     meta.created = meta.created or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        _st_save_model(model, tmp, metadata={META_KEY: meta.to_json(), "format": "pt"})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        _st_save_model(model, str(tmp), metadata={META_KEY: meta.to_json(), "format": "pt"})
     return path
 
 

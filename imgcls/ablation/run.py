@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from imgcls.atomic import atomic_path
 from imgcls.errors import ImgclsError
 
 COLUMNS = ["study", "variant", "factor", "overrides", "budget", "seed", "test_top1", "test_top1_no_tta", "epochs",
@@ -162,14 +163,12 @@ def append_row(path: Path, row: dict) -> None:
             header = next(csv.reader(f), [])
         if header != COLUMNS:
             rows = read_table(path)
-            tmp = path.with_name(path.name + ".tmp")
-            with tmp.open("w", newline="") as f:
+            with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
                 w.writeheader()
                 w.writerows(rows)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     new = not path.is_file() or path.stat().st_size == 0
@@ -203,12 +202,10 @@ def drop_rows(table: Path, tags: set[str], log: Callable[[str], None]) -> None:
     for r in rows:
         if tag(r) in tags:
             append_row(table.with_name("dropped.csv"), r)
-    tmp = table.with_name(table.name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(table) as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
         w.writerows(r for r in rows if tag(r) not in tags)
-    os.replace(tmp, table)
     log(f"moved {len(tags)} run(s) to {table.with_name('dropped.csv')} to train them again: {', '.join(sorted(tags))}")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from imgcls.atomic import atomic_path
 from imgcls.data.image_io import open_image
 from imgcls.errors import ImgclsError
 
@@ -81,9 +81,6 @@ def decode_images(
         images = torch.from_numpy(np.stack([results[i] for i in keep])).contiguous()
     else:
         images = torch.zeros((0, channels, *size), dtype=torch.uint8)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
-    os.close(fd)
-    save_file({"images": images.contiguous(), "keep": torch.tensor(keep, dtype=torch.long)}, tmp)
-    os.replace(tmp, cache)  # atomic: a killed run never leaves a half-written cache
+    with atomic_path(cache) as tmp:  # a killed run never leaves a half-written cache
+        save_file({"images": images.contiguous(), "keep": torch.tensor(keep, dtype=torch.long)}, str(tmp))
     return images, keep, errors

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imgcls.atomic import write_text_atomic
 from imgcls.data.image_io import IMAGE_EXTENSIONS, check_regular_file, decode_image
 from imgcls.errors import ImgclsError
 
@@ -215,9 +216,7 @@ def scan_folders(files: dict[str, list[tuple[str, str]]], root: Path, *, cache_d
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         doc = {"version": SCAN_VERSION, "root": str(root),
                "files": {s.path: {**asdict(s), "sig": _signature(s.path)} for s in scans}}
-        tmp = cache_file.with_name(cache_file.name + ".tmp")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, cache_file)
+        write_text_atomic(cache_file, json.dumps(doc))
     return scans, ignored, hits
 
 

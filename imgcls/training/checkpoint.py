@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from imgcls.atomic import atomic_path
 from imgcls.errors import ImgclsError
 
 
@@ -68,15 +68,8 @@ def save_state(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.op
                 "python": [py_state[0], list(py_state[1]), py_state[2]]},
     }
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"imgcls_state": json.dumps(doc)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"imgcls_state": json.dumps(doc)})
 
 
 def load_state(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Optimizer,

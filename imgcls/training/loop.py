@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from imgcls.atomic import write_text_atomic
 from imgcls.config import SchedConfig
 from imgcls.device import autocast
 from imgcls.evaluation.infer import predict_logits
@@ -158,9 +158,7 @@ def write_results(rows: list[dict], path: Path) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({k: ("" if r.get(k) is None else r[k]) for k in RESULTS_COLUMNS})
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    write_text_atomic(path, buf.getvalue())
 
 
 @dataclass
