@@ -175,6 +175,36 @@ def validate(cfg: Any) -> None:
 C = TypeVar("C")
 
 
+@dataclass
+class ServeConfig:
+    """`imgcls serve`'s options: the schema of conf/serve.yaml and the defaults of `imgcls.deploy.serve`."""
+
+    ckpt: str | None = None  # a model file, or its .onnx / .pt2 export
+    host: str = "127.0.0.1"  # loopback only; 0.0.0.0 to serve other machines
+    port: int = 8000
+    device: str = "cpu"
+    api_key: str | None = None  # when set, /predict, /explain, /model need header X-API-Key (or Authorization: Bearer)
+    top_k: int = 5  # default number of labels per image (?top_k=N per request)
+    max_file_mb: float = 10  # per uploaded file
+    max_request_mb: float = 64  # per request (Content-Length), checked before reading
+    max_files: int = 32  # files per request
+    max_pixels: int = 40_000_000  # per image, checked before decoding (decompression bombs)
+    max_batch: int = 64  # images per model call when concurrent requests are batched
+    batch_window_ms: float = 5.0  # how long the first request of a batch waits for others
+
+
+# The option groups of a training run, in the order configs list them; every group but `model` (a
+# name plus free builder options, see `model_config`) has a dataclass schema.
+TRAIN_GROUPS = ("data", "model", "optim", "sched", "aug", "loss", "trainer")
+GROUP_SCHEMAS = {"data": DataConfig, "optim": OptimConfig, "sched": SchedConfig, "aug": AugConfig, "loss": LossConfig,
+                 "trainer": TrainerConfig}
+
+
+def group_config(group: str, value: Any):
+    """The dataclass of option group `group` (any of TRAIN_GROUPS) from None, a dataclass, a dict or (model) a name."""
+    return model_config(value) if group == "model" else coerce(GROUP_SCHEMAS[group], value, group)
+
+
 def coerce(cls: type[C], value: Any, group: str) -> C:
     """Turn None, a dataclass or a dict of overrides into `cls`; unknown keys name the group."""
     cfg = _coerce(cls, value, group)

@@ -99,7 +99,8 @@ class Predictor:
             out.append(self.model(x).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
-    def _result(self, probs: torch.Tensor, top_k: int) -> dict[str, Any]:
+    def result(self, probs: torch.Tensor, top_k: int = 5) -> dict[str, Any]:
+        """One image's answer from its class probabilities (K,): {"label", "score", "index", "top_k": [...]}."""
         k = min(top_k, len(self.classes))
         scores, idx = probs.topk(k)
         top = [{"label": self.classes[i], "score": float(s)} for s, i in zip(scores.tolist(), idx.tolist())]
@@ -134,7 +135,7 @@ class Predictor:
         it = iter(probs)
         for r in results:
             if "error" not in r:
-                r.update(self._result(next(it), top_k))
+                r.update(self.result(next(it), top_k))
         return results[0] if single else results
 
 

@@ -8,6 +8,12 @@ from pathlib import Path
 from imgcls.errors import ImgclsError
 
 
+def refuse_overwrite(path: Path, overwrite: bool) -> None:
+    """Nothing a user has is replaced without asking: an existing output file needs overwrite=true."""
+    if path.exists() and not overwrite:
+        raise ImgclsError(f"{path} exists; pass overwrite=true to replace it, or out=OTHER_PATH")
+
+
 def new_run_dir(project: str | Path, name: str) -> Path:
     """Create project/name, or name-2, name-3, ... if taken (created atomically, so parallel runs don't collide)."""
     project = Path(project)

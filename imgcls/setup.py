@@ -18,7 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from imgcls.config import AugConfig, DataConfig, LossConfig, ModelConfig, OptimConfig, SchedConfig, TrainerConfig, coerce, model_config
+from imgcls.config import (
+    TRAIN_GROUPS,
+    AugConfig,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    SchedConfig,
+    TrainerConfig,
+    group_config,
+)
 from imgcls.data import DataBundle, load_data, make_loader
 from imgcls.data.sources import list_sources
 from imgcls.device import select_device, set_threads
@@ -49,9 +59,8 @@ class Configs:
 def configs(*, data: Any = None, model: Any = None, optim: Any = None, sched: Any = None, aug: Any = None,
             loss: Any = None, trainer: Any = None) -> Configs:
     """Each group from a dataclass, a dict of overrides, None (defaults) or (data, model) a name."""
-    return Configs(data=coerce(DataConfig, data, "data"), model=model_config(model), optim=coerce(OptimConfig, optim, "optim"),
-                   sched=coerce(SchedConfig, sched, "sched"), aug=coerce(AugConfig, aug, "aug"),
-                   loss=coerce(LossConfig, loss, "loss"), trainer=coerce(TrainerConfig, trainer, "trainer"))
+    given = {"data": data, "model": model, "optim": optim, "sched": sched, "aug": aug, "loss": loss, "trainer": trainer}
+    return Configs(**{k: group_config(k, given[k]) for k in TRAIN_GROUPS})
 
 
 def fill_data_defaults(dcfg: DataConfig, mcfg: ModelConfig) -> tuple[DataConfig, dict[str, Any]]:

@@ -260,7 +260,7 @@ def check_variants(spec: AblationSpec, train_overrides: list[str] | None = None,
 
     Catches unknown keys and values (the config schemas) and builder arguments a model does not take.
     """
-    from imgcls.config import AugConfig, DataConfig, LossConfig, OptimConfig, SchedConfig, TrainerConfig, coerce, model_config
+    from imgcls.config import TRAIN_GROUPS, group_config, model_config
     from imgcls.models.build import build_model
 
     problems, errors = [], []
@@ -272,9 +272,8 @@ def check_variants(spec: AblationSpec, train_overrides: list[str] | None = None,
             problems.append(f"{v.name}: {errors.pop()}")
             continue
         try:
-            for key, cls in (("data", DataConfig), ("optim", OptimConfig), ("sched", SchedConfig), ("aug", AugConfig),
-                             ("loss", LossConfig), ("trainer", TrainerConfig)):
-                coerce(cls, g[key], key)
+            for key in TRAIN_GROUPS:
+                group_config(key, g[key])
             mcfg = model_config(g["model"])
             if not mcfg.pretrained:
                 side = g["data"].get("image_size") or 32

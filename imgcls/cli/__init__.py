@@ -77,7 +77,7 @@ def _names(value) -> list[str] | None:
 
 
 def _train_groups(cfg: DictConfig) -> dict:
-    return {k: _plain(cfg, k) for k in ("data", "model", "optim", "aug", "loss", "trainer")}
+    return {k: _plain(cfg, k) for k in TRAIN_GROUPS if k != "sched"}  # the study tools take no schedule
 
 
 def cmd_lr_find(cfg: DictConfig) -> None:

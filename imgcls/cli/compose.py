@@ -12,13 +12,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from imgcls.config import AugConfig, DataConfig, LossConfig, OptimConfig, SchedConfig, TrainerConfig
+from imgcls.config import GROUP_SCHEMAS as SCHEMAS
+from imgcls.config import TRAIN_GROUPS, ServeConfig
 from imgcls.errors import ImgclsError
-
-SCHEMAS = {"data": DataConfig, "optim": OptimConfig, "sched": SchedConfig, "aug": AugConfig, "loss": LossConfig,
-           "trainer": TrainerConfig}
-TRAIN_GROUPS = ("data", "model", "optim", "sched", "aug", "loss", "trainer")  # the option groups of a training run
-
 
 # The model group's configs, one per registered model, as `model_nodes()` makes them from the builders.
 # Read from this file so that `imgcls VERB --help` does not import torch and every model family; a test
@@ -54,6 +50,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     for group, schema in SCHEMAS.items():
         cs.store(group=group, name="_schema", node=schema)
+    cs.store(name="_serve_schema", node=ServeConfig)
     nodes = json.loads(MODEL_NODES.read_text()) if MODEL_NODES.is_file() else model_nodes()
     for name, node in nodes.items():
         cs.store(group="model", name=name, node=node)

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision.transforms import v2
 
 from imgcls.data.image_io import open_image
+from imgcls.data.sampling import epoch_generator, epoch_order, rank_slice
 from imgcls.errors import ImgclsError
 
 
@@ -92,18 +93,13 @@ class FileLoader:
         if not self.shuffle:
             block = list(self._block())
             return [block[i:i + self.batch_size] for i in range(0, len(block), self.batch_size)]
-        if self.sample_weights is not None:
-            order = torch.multinomial(self.sample_weights.double(), n, replacement=True, generator=g).tolist()
-        else:
-            order = torch.randperm(n, generator=g).tolist()
-        local = self.batch_size // self.world
-        return [order[i * self.batch_size + self.rank * local: i * self.batch_size + (self.rank + 1) * local]
-                for i in range(len(self))]
+        order = epoch_order(n, g, shuffle=True, weights=self.sample_weights).tolist()
+        return [order[rank_slice(i, self.batch_size, self.rank, self.world)] for i in range(len(self))]
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = epoch_generator(self.seed, self.epoch)
         if self.world > 1:  # the order is shared; workers' augmentation seeds are each process's own
-            g_rank = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7919 * self.rank + 1)
+            g_rank = epoch_generator(self.seed, self.epoch, self.rank)
             yield from DataLoader(self.dataset, batch_sampler=self._sharded_batches(g), num_workers=self.workers,
                                   pin_memory=self.pin_memory, generator=g_rank)
             return

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from imgcls.data.augment import apply_policy, cutout
+from imgcls.data.sampling import epoch_generator, epoch_order, rank_slice
 
 
 def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -113,19 +114,14 @@ class TensorLoader:
         return int(n) if self.drop_last else math.ceil(n)
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        n = len(self.labels)
-        if self.sample_weights is not None:  # balanced sampling: n draws with replacement, rare classes more often
-            order = torch.multinomial(self.sample_weights, n, replacement=True, generator=g).to(self.labels.device)
-        else:
-            order = torch.randperm(n, generator=g).to(self.labels.device) if self.shuffle else None
+        g = epoch_generator(self.seed, self.epoch)
+        order = epoch_order(len(self.labels), g, shuffle=self.shuffle, weights=self.sample_weights)
+        order = order.to(self.labels.device) if order is not None else None
         if self.world > 1:  # the order is shared; augmentation draws are each process's own
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7919 * self.rank + 1)
-        local = self.batch_size // self.world if (self.world > 1 and order is not None) else self.batch_size
+            g = epoch_generator(self.seed, self.epoch, self.rank)
         for i in range(len(self)):
             if self.world > 1 and order is not None:  # this rank's slice of global batch i
-                start = i * self.batch_size + self.rank * local
-                sl = slice(start, start + local)
+                sl = rank_slice(i, self.batch_size, self.rank, self.world)
             elif self.world > 1:  # evaluation: batches over this rank's block
                 start = self.block.start + i * self.batch_size
                 sl = slice(start, min(start + self.batch_size, self.block.stop))

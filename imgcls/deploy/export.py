@@ -23,6 +23,7 @@ from imgcls.deploy.runtime import META_KEY, PARITY_KEY, PT2_META, PT2_PARITY, On
 from imgcls.errors import ImgclsError
 from imgcls.modelfile import ModelMeta
 from imgcls.models import load_model
+from imgcls.run_dir import refuse_overwrite
 
 FORMATS = ("onnx", "pt2")
 
@@ -69,16 +70,13 @@ def check_images(meta: ModelMeta, *, images: str | os.PathLike | None = None, da
         pils = [pred._to_pil(f) for f in pred._expand(str(p))[:n]]
         return torch.stack([pred.transform(im) for im in pils]), None, f"{p} ({len(pils)} images)"
     from imgcls.data import make_loader
-    from imgcls.evaluation.run import data_for_model
+    from imgcls.evaluation.run import split_for_model
 
     try:
-        bundle, cfg = data_for_model(meta, data, split)
+        bundle, ds, cfg = split_for_model(meta, data, split, purpose="to check the export on; pass split=... or images=FOLDER")
     except ImgclsError as e:
         raise ImgclsError(f"{e}\nthe export is checked on real images: pass images=FOLDER, or data=... with the "
                           f"data set the model was trained on") from None
-    ds = getattr(bundle, split, None)
-    if ds is None or not len(ds):
-        raise ImgclsError(f"data set {cfg.name} has no {split} split to check the export on; pass split=... or images=FOLDER")
     x, y = next(iter(make_loader(bundle, ds, train=False, batch_size=min(n, len(ds)))))
     return x, y, f"{cfg.name} {split}"
 
@@ -160,8 +158,7 @@ def export(ckpt: str | os.PathLike, format: str = "onnx", out: str | os.PathLike
     out = Path(out) if out else default_out(ckpt, format)
     if out.suffix.lower() != f".{format}":
         raise ImgclsError(f"out={out} should end in .{format}")
-    if out.exists() and not overwrite:
-        raise ImgclsError(f"{out} exists; pass overwrite=true to replace it, or out=OTHER_PATH")
+    refuse_overwrite(out, overwrite)
     model = load_model(ckpt, device="cpu")
     x, _, source = check_images(model.meta, images=images, data=data, split=split, n=check_images_n)
     sample = x[:2] if len(x) >= 2 else torch.cat([x, x])  # a batch of 2: the batch size stays symbolic

@@ -23,6 +23,7 @@ from torch.nn.utils import prune as tprune
 from imgcls.errors import ImgclsError
 from imgcls.modelfile import save_model
 from imgcls.models import load_model
+from imgcls.run_dir import refuse_overwrite
 
 
 @dataclass
@@ -84,7 +85,7 @@ def prune_model(ckpt: str | os.PathLike, amount: float = 0.5, out: str | os.Path
     from imgcls.config import AugConfig, SchedConfig, coerce
     from imgcls.data import make_loader
     from imgcls.device import grad_scaler, select_device
-    from imgcls.evaluation.run import data_for_model
+    from imgcls.evaluation.run import split_for_model
     from imgcls.training.loop import Budget, train_one_epoch
 
     if not 0 < amount < 1:
@@ -93,15 +94,11 @@ def prune_model(ckpt: str | os.PathLike, amount: float = 0.5, out: str | os.Path
         raise ImgclsError(f"finetune_epochs={finetune_epochs} must be >= 0")
     ckpt = Path(ckpt)
     out = Path(out) if out else ckpt.with_name(f"{ckpt.stem}.pruned.safetensors")
-    if out.exists() and not overwrite:
-        raise ImgclsError(f"{out} exists; pass overwrite=true to replace it, or out=OTHER_PATH")
+    refuse_overwrite(out, overwrite)
     dev = select_device(device)
     model = load_model(ckpt, device=dev)
     meta = model.meta
-    bundle, _ = data_for_model(meta, data, split, source=str(ckpt))
-    ds = getattr(bundle, split, None)
-    if ds is None or not len(ds):
-        raise ImgclsError(f"the data set has no {split} split to measure accuracy on")
+    bundle, ds, _ = split_for_model(meta, data, split, source=str(ckpt), purpose="to measure accuracy on")
     test_loader = make_loader(bundle, ds, train=False, batch_size=500, device=dev)
     top1_before, n = _accuracy(model, test_loader, dev)
     params = prunable(model)

@@ -21,6 +21,7 @@ from imgcls.deploy.export import batched, export, set_onnx_metadata
 from imgcls.deploy.runtime import META_KEY, OnnxModel
 from imgcls.errors import ImgclsError
 from imgcls.modelfile import read_meta
+from imgcls.run_dir import refuse_overwrite
 
 MODES = ("dynamic", "static")
 
@@ -136,12 +137,9 @@ class _Reader:
 
 def _split_data(fp32: OnnxModel, data, split: str, n: int | None):
     from imgcls.data import make_loader
-    from imgcls.evaluation.run import data_for_model
+    from imgcls.evaluation.run import split_for_model
 
-    bundle, cfg = data_for_model(fp32.meta, data, split)
-    ds = getattr(bundle, split, None)
-    if ds is None or not len(ds):
-        raise ImgclsError(f"data set {cfg.name} has no {split} split")
+    bundle, ds, _ = split_for_model(fp32.meta, data, split)
     xs, ys, seen = [], [], 0
     for x, y in make_loader(bundle, ds, train=False, batch_size=500):
         xs.append(x.cpu())
@@ -180,8 +178,7 @@ def quantize(model: str | os.PathLike, mode: str = "static", out: str | os.PathL
             export(src, "onnx", onnx_path, data=data, overwrite=True)  # missing, or made from an older model file
         src = onnx_path
     out = Path(out) if out else src.with_name(f"{src.stem}.int8-{mode}.onnx")
-    if out.exists() and not overwrite:
-        raise ImgclsError(f"{out} exists; pass overwrite=true to replace it, or out=OTHER_PATH")
+    refuse_overwrite(out, overwrite)
     fp32 = OnnxModel(src)
     (x, y), bundle = _split_data(fp32, data, split, eval_images)
     if mode == "dynamic":

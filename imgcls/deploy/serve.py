@@ -33,6 +33,7 @@ import torch
 from fastapi import Request  # at module level: FastAPI resolves the endpoints' annotations in this module
 from PIL import Image
 
+from imgcls.config import ServeConfig
 from imgcls.data.image_io import IMAGE_FORMATS, ImageProblem
 from imgcls.data.image_io import decode_image as decode_bytes
 from imgcls.errors import ImgclsError
@@ -40,12 +41,15 @@ from imgcls.errors import ImgclsError
 log = logging.getLogger("imgcls.serve")
 
 
+DEFAULTS = ServeConfig()  # host, port, top_k, batching and the limits below: defined once, in imgcls.config
+
+
 @dataclass
 class ServeLimits:
-    max_file_bytes: int = 10 * 2**20  # per uploaded file
-    max_request_bytes: int = 64 * 2**20  # whole request (Content-Length), checked before reading
-    max_files: int = 32  # files per request
-    max_pixels: int = 40_000_000  # width x height of one image, checked before decoding
+    max_file_bytes: int = int(DEFAULTS.max_file_mb * 2**20)  # per uploaded file
+    max_request_bytes: int = int(DEFAULTS.max_request_mb * 2**20)  # whole request (Content-Length), checked before reading
+    max_files: int = DEFAULTS.max_files  # files per request
+    max_pixels: int = DEFAULTS.max_pixels  # width x height of one image, checked before decoding
     max_request_pixels: int = 120_000_000  # all images of one request together (decoded RGB: ~3 bytes each)
     max_inflight_images: int = 512  # images decoded and waiting for the model, over all requests; beyond: 503
     max_top_k: int = 100
@@ -132,8 +136,9 @@ def page_html() -> str:
     return resources.files("imgcls.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-def create_app(ckpt: str | Path, *, device: str = "cpu", api_key: str | None = None, top_k: int = 5,
-               limits: ServeLimits | None = None, max_batch: int = 64, batch_window_ms: float = 5.0):
+def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str | None = None, top_k: int = DEFAULTS.top_k,
+               limits: ServeLimits | None = None, max_batch: int = DEFAULTS.max_batch,
+               batch_window_ms: float = DEFAULTS.batch_window_ms):
     """The FastAPI app serving `ckpt` (a model file, .onnx or .pt2). Run it with uvicorn, or test it with TestClient."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
@@ -272,7 +277,7 @@ def create_app(ckpt: str | Path, *, device: str = "cpu", api_key: str | None = N
             for name, data in files]))
 
     def result(probs: torch.Tensor, name: str, k: int) -> dict[str, Any]:
-        return {"filename": name, **predictor._result(probs, k)}  # the Predictor's own top-k format
+        return {"filename": name, **predictor.result(probs, k)}  # the Predictor's own top-k format
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
@@ -342,7 +347,7 @@ def _gradcam_png(predictor, image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def serve(ckpt: str | Path, *, host: str = "127.0.0.1", port: int = 8000, **kwargs) -> None:
+def serve(ckpt: str | Path, *, host: str = DEFAULTS.host, port: int = DEFAULTS.port, **kwargs) -> None:
     """Run the app with uvicorn until interrupted (kwargs: those of `create_app`)."""
     import uvicorn
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imgcls.config import DataConfig, ModelConfig, coerce, model_config
-from imgcls.data import DataBundle, load_data, make_loader
+from imgcls.data import DataBundle, Split, load_data, make_loader
 from imgcls.data.image_io import open_image
 from imgcls.device import select_device, set_threads
 from imgcls.errors import ImgclsError
@@ -110,6 +110,16 @@ def data_for_model(meta: ModelMeta, data: DataConfig | dict | str | None = None,
         raise ImgclsError(f"the classes of data set {cfg.name!r} ({len(bundle.classes)}: {bundle.classes[:5]}...) differ from "
                           f"the model's ({len(meta.classes)}: {meta.classes[:5]}...); evaluate on data with the same class folders")
     return bundle, cfg
+
+
+def split_for_model(meta: ModelMeta, data: DataConfig | dict | str | None, split: str, *, source: str = "the model file",
+                    purpose: str = "") -> tuple[DataBundle, Split, DataConfig]:
+    """`data_for_model` and its non-empty `split`; an error says what the split was wanted for (`purpose`)."""
+    bundle, cfg = data_for_model(meta, data, split, source=source)
+    ds = getattr(bundle, split, None)
+    if ds is None or not len(ds):
+        raise ImgclsError(f"data set {cfg.name} has no {split} split" + (f" {purpose}" if purpose else ""))
+    return bundle, ds, cfg
 
 
 def evaluate(ckpt: str | Path | None = None, *, model: ModelConfig | dict | str | None = None,

@@ -16,7 +16,17 @@ import yaml
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from imgcls.config import AugConfig, DataConfig, LossConfig, ModelConfig, OptimConfig, SchedConfig, TrainerConfig, coerce, model_config
+from imgcls.config import (
+    TRAIN_GROUPS,
+    AugConfig,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    SchedConfig,
+    TrainerConfig,
+    group_config,
+)
 from imgcls.data import DataBundle, data_root, make_loader, write_split_lists
 from imgcls.data.augment import batch_mix
 from imgcls.device import amp_dtype as pick_amp_dtype
@@ -78,11 +88,8 @@ def saved_config(run_dir: Path, current: TrainerConfig) -> Configs:
     if not path.is_file():
         raise ImgclsError(f"cannot resume {run_dir}: its config.yaml is missing")
     c = yaml.safe_load(path.read_text())
-    trainer = {**c["trainer"], **{k: getattr(current, k) for k in RUNTIME_KEYS}}
-    return Configs(data=coerce(DataConfig, c["data"], "data"), model=model_config(c["model"]),
-                   optim=coerce(OptimConfig, c["optim"], "optim"), sched=coerce(SchedConfig, c["sched"], "sched"),
-                   aug=coerce(AugConfig, c["aug"], "aug"), loss=coerce(LossConfig, c.get("loss"), "loss"),
-                   trainer=coerce(TrainerConfig, trainer, "trainer"))
+    c["trainer"] = {**c["trainer"], **{k: getattr(current, k) for k in RUNTIME_KEYS}}
+    return Configs(**{k: group_config(k, c.get(k)) for k in TRAIN_GROUPS})
 
 
 def process_age() -> float:
