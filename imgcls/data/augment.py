@@ -8,6 +8,9 @@ images), and cutout is vectorized over the batch.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 from torchvision.transforms import v2
 
@@ -55,6 +58,33 @@ def cutout(x: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
     lo = size // 2
     inside = (ys >= cy - lo) & (ys < cy - lo + size) & (xs >= cx - lo) & (xs < cx - lo + size)
     return x.masked_fill(inside.unsqueeze(1), 0.0)
+
+
+# ------------------------------------------------------------------ the training augmentation, per loader
+# A new augmentation is an AugConfig field (imgcls/config.py) plus its operation here, added to
+# `tensor_batch_ops` (small images: whole normalized batches) and `photo_ops` (large images: one
+# normalized image tensor); the loaders apply whatever these return, in order.
+
+
+def tensor_batch_ops(aug) -> list[Callable[[torch.Tensor, torch.Generator], torch.Tensor]]:
+    """The tensor loader's ops on normalized float batches (B, C, H, W), each drawing from the loader's generator."""
+    ops: list[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = []
+    if aug.cutout:
+        ops.append(functools.partial(_cutout_op, size=aug.cutout))
+    return ops
+
+
+def photo_ops(aug, size: tuple[int, int]) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    """The file loader's ops on one normalized image tensor (C, H, W) of `size`, after crop, flip and policy."""
+    ops: list[Callable[[torch.Tensor], torch.Tensor]] = []
+    if aug.cutout:  # a square of side `cutout`, erased to 0 (the mean colour): RandomErasing with a fixed area
+        area = min(1.0, aug.cutout * aug.cutout / (size[0] * size[1]))
+        ops.append(v2.RandomErasing(p=1.0, scale=(area, area), ratio=(1.0, 1.0), value=0))
+    return ops
+
+
+def _cutout_op(x: torch.Tensor, g: torch.Generator, size: int) -> torch.Tensor:
+    return cutout(x, size, g)  # looked up at call time: tests can watch it
 
 
 class BatchMix:

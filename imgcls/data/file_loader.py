@@ -14,17 +14,15 @@ from imgcls.errors import ImgclsError
 
 
 def train_transform(size: tuple[int, int], mean, std, *, flip: bool, scale: list[float], policy=None,
-                    cutout: int = 0) -> v2.Compose:
-    """RandomResizedCrop, flip, an optional policy (TrivialAugment, ...) and cutout as RandomErasing of a square."""
+                    after: list | None = None) -> v2.Compose:
+    """RandomResizedCrop, flip, an optional policy (TrivialAugment, ...), normalization, then the ops `after`
+    (`augment.photo_ops(aug, size)`, e.g. cutout)."""
     ops = [v2.RandomResizedCrop(size, scale=tuple(scale), antialias=True)]
     if flip:
         ops.append(v2.RandomHorizontalFlip())
     if policy is not None:
         ops.append(policy)
-    ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    if cutout:
-        area = min(1.0, cutout * cutout / (size[0] * size[1]))
-        ops.append(v2.RandomErasing(p=1.0, scale=(area, area), ratio=(1.0, 1.0), value=0))
+    ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), *(after or [])]
     return v2.Compose(ops)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from imgcls.config import AugConfig
-from imgcls.data.augment import policy_transform
+from imgcls.data.augment import photo_ops, policy_transform, tensor_batch_ops
 from imgcls.data.bundle import DataBundle, Split
 from imgcls.data.file_loader import FileDataset, FileLoader, eval_transform, train_transform
 from imgcls.data.tensor_loader import TensorLoader
@@ -31,10 +31,10 @@ def make_loader(bundle: DataBundle, split: Split, *, train: bool, batch_size: in
                             shuffle=train, drop_last=drop_last, flip=flip, flip_mode=aug.flip_mode,
                             crop_pad=aug.crop_pad if train else 0, seed=seed, device=device, channels_last=channels_last,
                             sample_weights=weights, policy=policy, policy_group=aug.policy_group,
-                            cutout=aug.cutout if train else 0, rank=rank, world=world)
+                            batch_ops=tensor_batch_ops(aug) if train else (), rank=rank, world=world)
     if train:
         tf = train_transform(bundle.image_size, bundle.mean, bundle.std, flip=flip, scale=aug.crop_scale,
-                             policy=policy, cutout=aug.cutout)
+                             policy=policy, after=photo_ops(aug, bundle.image_size))
     else:
         tf = eval_transform(bundle.image_size, bundle.mean, bundle.std, resize=bundle.resize)
     ds = FileDataset(split.ids, split.labels, tf, bundle.channels)

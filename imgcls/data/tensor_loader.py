@@ -8,11 +8,12 @@ KellerJordan/cifar10-airbench and D. Page's "How to train your ResNet").
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from imgcls.data.augment import apply_policy, cutout
+from imgcls.data.augment import apply_policy
 from imgcls.data.sampling import epoch_generator, epoch_order, rank_slice
 
 
@@ -69,7 +70,8 @@ class TensorLoader:
         sample_weights: torch.Tensor | None = None,  # (N,) draw probabilities: sample with replacement instead of shuffling
         policy=None,  # a torchvision policy (e.g. TrivialAugmentWide) applied per image to the uint8 images
         policy_group: int = 1,  # images sharing one draw of the policy
-        cutout: int = 0,  # side of the square erased in each image (after normalization: the mean colour)
+        # training ops on normalized batches, each (x, generator) -> x: `augment.tensor_batch_ops(aug)` (e.g. cutout)
+        batch_ops: Sequence[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = (),
         rank: int = 0,  # multi-process training: this process's share (see `shard`)
         world: int = 1,
     ):
@@ -78,7 +80,7 @@ class TensorLoader:
         self.labels = labels.to(device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.flip, self.crop_pad, self.seed, self.epoch = flip, crop_pad, seed, 0
-        self.policy, self.policy_group, self.cutout = policy, policy_group, cutout
+        self.policy, self.policy_group, self.batch_ops = policy, policy_group, list(batch_ops)
         # With `world` processes: training takes this rank's 1/world slice of every global batch (all
         # ranks draw the same order, so the slices are disjoint and together are the one-process batch);
         # evaluation takes a contiguous 1/world block of the data (gathered in rank order afterwards).
@@ -141,8 +143,8 @@ class TensorLoader:
             if self.crop_pad or self.crop_size:
                 x = random_translate(x, self.crop_pad, g, self.crop_size)
             x = (x - self.mean) / self.std
-            if self.cutout:
-                x = cutout(x, self.cutout, g)
+            for op in self.batch_ops:
+                x = op(x, g)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y

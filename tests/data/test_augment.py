@@ -7,7 +7,7 @@ import torch
 from torchvision.transforms import v2
 
 from imgcls.config import AugConfig
-from imgcls.data.augment import BatchMix, batch_mix, cutout, policy_transform
+from imgcls.data.augment import BatchMix, batch_mix, cutout, photo_ops, policy_transform
 from imgcls.data.file_loader import train_transform
 from imgcls.data.tensor_loader import TensorLoader
 from imgcls.errors import ImgclsError
@@ -61,7 +61,7 @@ def test_file_transform_with_policy_and_cutout():
     from PIL import Image
 
     tf = train_transform((16, 16), [0.5] * 3, [0.25] * 3, flip=True, scale=[1.0, 1.0],
-                         policy=policy_transform("trivialaugment"), cutout=8)
+                         policy=policy_transform("trivialaugment"), after=photo_ops(AugConfig(cutout=8), (16, 16)))
     img = Image.new("RGB", (16, 16), (200, 100, 50))
     x = tf(img)
     assert x.shape == (3, 16, 16)
@@ -97,6 +97,7 @@ def test_training_with_every_augmentation(image_folder, tmp_path, monkeypatch):
 
     Spies check that each option reaches training (not only that training survives it).
     """
+    import imgcls.data.augment as augment
     import imgcls.data.tensor_loader as tl
 
     calls = {"policy": 0, "cutout": 0, "mix": 0}
@@ -108,7 +109,7 @@ def test_training_with_every_augmentation(image_folder, tmp_path, monkeypatch):
         return wrapped
 
     monkeypatch.setattr(tl, "apply_policy", spy("policy", tl.apply_policy))
-    monkeypatch.setattr(tl, "cutout", spy("cutout", tl.cutout))
+    monkeypatch.setattr(augment, "cutout", spy("cutout", augment.cutout))
     real_mix = BatchMix.__call__
 
     def mix(self, x, y):
