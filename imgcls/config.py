@@ -122,7 +122,8 @@ class TrainerConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "resnet_cifar20"  # registered name, see `imgcls.list_models()`
+    # registered name (`imgcls.list_models()`), or auto: chosen for the data (imgcls.setup.choose_model)
+    name: str = "auto"
     args: dict[str, Any] = field(default_factory=dict)  # builder options (e.g. width), besides the fixed keys
     # weights file to start from (.pt/.pth/.th/.safetensors or an imgcls model file); true = the library's (timm/torchvision)
     pretrained: str | None = None

@@ -121,6 +121,146 @@ def first_images(bundle: DataBundle, n: int, device: torch.device) -> torch.Tens
     return torch.cat(batches)[:n]
 
 
+# ---------------------------------------------------------------- model=auto: a model (and input size) for the data
+
+SMALL_IMAGE_MODEL = "resnet_cifar20"  # model=auto on small images (<= data.small_max px), the former default
+# Photo models whose ImageNet weights model=auto fine-tunes when the library's file is already on disk,
+# fastest on a CPU first (torchvision's names, then timm's).
+PRETRAINED_CANDIDATES = (("torchvision", "mobilenet_v3_large"), ("torchvision", "mobilenet_v2"),
+                         ("timm", "mobilenetv3_large_100"), ("torchvision", "efficientnet_b0"),
+                         ("timm", "efficientnet_b0"), ("torchvision", "resnet18"), ("timm", "resnet18"),
+                         ("torchvision", "resnet50"), ("timm", "resnet50"))
+SCRATCH_PHOTO_MODEL = "photonet"  # model=auto on photos when no pretrained weights are found
+# Input side for photos by (device type, pretrained): a CPU trains ~2x faster at 160 than at 224 px
+# and a from-scratch net at 112; a GPU affords the weights' native 224.
+PHOTO_SIZES = {("cuda", True): 224, ("cuda", False): 160, ("cpu", True): 160, ("cpu", False): 112}
+PHOTO_RECIPES = {True: "photo_finetune", False: "photo_scratch"}  # the experiment the CLI picks for auto photos
+
+
+@dataclass
+class Choice:
+    """What model=auto chose for a data set, and why (`lines`, printed first)."""
+
+    model: ModelConfig
+    image_size: int | None  # for data.image_size when the user left it unset
+    photos: bool
+    pretrained: bool
+    lines: list[str]
+
+    @property
+    def recipe(self) -> str | None:
+        """The experiment (conf/experiment/) made for this choice: None for small images."""
+        return PHOTO_RECIPES[self.pretrained] if self.photos else None
+
+
+def find_pretrained() -> tuple[str, str, str] | None:
+    """(adapter, arch, file) of the first PRETRAINED_CANDIDATES whose library file is on disk, else None."""
+    from imgcls.models.hub import cached_weights
+
+    for adapter, arch in PRETRAINED_CANDIDATES:
+        try:
+            path = cached_weights(adapter, arch)
+        except ImgclsError:
+            continue
+        if path:
+            return adapter, arch, path
+    return None
+
+
+def choose_model(dcfg: DataConfig, device: str | torch.device = "cpu") -> Choice:
+    """model=auto: a CIFAR-style net for small images; for photos an ImageNet net fine-tuned from weights found on
+    disk (torch hub's and the HF cache), else PhotoNet from scratch, at an input size for the device."""
+    probe = load_data(dcfg)  # photos stay files (a scan and a few headers); small images are decoded (cached)
+    dev = torch.device(device).type if not isinstance(device, str) or device != "auto" else select_device("auto").type
+    how = "model=NAME or model=timm|torchvision model.name=ARCH picks another"
+    if probe.in_memory:
+        side = probe.image_size[0]
+        return Choice(ModelConfig(name=SMALL_IMAGE_MODEL), None, False, False,
+                      [f"model=auto: small images ({side}x{probe.image_size[1]} px): {SMALL_IMAGE_MODEL} ({how})"])
+    found = find_pretrained()
+    size = dcfg.image_size or PHOTO_SIZES[("cuda" if dev == "cuda" else "cpu", found is not None)]
+    where = "a GPU" if dev == "cuda" else "the CPU"
+    if found:
+        adapter, arch, path = found
+        lines = [f"model=auto: photos, and ImageNet weights on disk for {adapter} {arch} ({path}): fine-tuning it "
+                 f"at {size} px for {where} ({how}; data.image_size=N for another size)"]
+        return Choice(ModelConfig(name=adapter, args={"arch": arch}, pretrained=path), size, True, True, lines)
+    from imgcls.models.hub import weights_download_hint
+
+    lines = [f"model=auto: photos, and no pretrained weights on disk: {SCRATCH_PHOTO_MODEL} from scratch at {size} px "
+             f"for {where} ({how})",
+             f"  fine-tuning ImageNet weights is far better; offline, put {weights_download_hint(*PRETRAINED_CANDIDATES[0])}"
+             f" (or pass model.pretrained=FILE with model=torchvision model.name=ARCH)"]
+    return Choice(ModelConfig(name=SCRATCH_PHOTO_MODEL), size, True, False, lines)
+
+
+# ---------------------------------------------------------------- batch sizes that fit in memory
+
+MEMORY_SHARE = 0.5  # of the memory available at start-up that a run's batches may take (the rest: data, workers, the OS)
+ACTIVATION_FACTOR = 3.0  # bytes kept per activation byte in training: the activation, its gradient, workspace
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for this run: the GPU's free memory, else MemAvailable (Linux) or 8 GiB when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 2**30
+
+
+def activation_bytes(net: nn.Module, shape: tuple[int, int, int], device: torch.device) -> int:
+    """Bytes of every module output of one forward pass of one (C, H, W) image: what training keeps per image."""
+    total = 0
+
+    def count(_m, _inp, out):
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel() * out.element_size()
+
+    leaves = [m for m in net.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.no_grad():
+            net(torch.zeros((1, *shape), device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        net.train(was_training)
+    return total
+
+
+def fit_batch(batch: int, per_image: int, budget: int, *, train: bool) -> int:
+    """The largest batch <= `batch` whose activations (x ACTIVATION_FACTOR in training) fit in `budget` bytes."""
+    need = per_image * (ACTIVATION_FACTOR if train else 1.0)
+    return max(1, min(batch, int(budget // max(need, 1))))
+
+
+def batches_that_fit(net: nn.Module, bundle: DataBundle, t: TrainerConfig, device: torch.device
+                     ) -> tuple[TrainerConfig, str | None]:
+    """`t` with batch sizes lowered where their activations would not fit in memory, and a note saying so.
+
+    On a CPU the kernel kills a process that runs out of memory before Python sees an error, so the
+    sizes are chosen before the first step from a per-image estimate (`activation_bytes`).
+    """
+    per_image = activation_bytes(net, (bundle.channels, *bundle.image_size), device)
+    budget = int(available_memory(device) * MEMORY_SHARE)
+    train_b = fit_batch(t.batch_size, per_image, budget, train=True)
+    eval_b = fit_batch(t.eval_batch_size, per_image, budget, train=False)
+    if (train_b, eval_b) == (t.batch_size, t.eval_batch_size):
+        return t, None
+    note = (f"batch sizes lowered to fit in memory: trainer.batch_size {t.batch_size} -> {train_b}, "
+            f"trainer.eval_batch_size {t.eval_batch_size} -> {eval_b} ({per_image / 2**20:.1f} MB of activations per "
+            f"{bundle.image_size[0]}x{bundle.image_size[1]} image, {budget / 2**30:.1f} GB for batches)")
+    return dataclasses.replace(t, batch_size=train_b, eval_batch_size=eval_b), note
+
+
 @dataclass
 class Setup:
     """A run's parts, ready to train: what `setup()` returns."""
@@ -147,8 +287,15 @@ def setup(cfg: Configs, *, device: torch.device | None = None, restore: bool = F
     set_threads(t.threads)
     device = device or select_device(t.device)
     seed_everything(t.seed)
+    messages: list[str] = []
+    if cfg.model.name == "auto":
+        choice = choose_model(cfg.data, device)
+        messages += choice.lines
+        cfg = dataclasses.replace(cfg, model=choice.model, data=dataclasses.replace(
+            cfg.data, image_size=cfg.data.image_size or choice.image_size))
     dcfg, implied = fill_data_defaults(cfg.data, cfg.model)
-    messages = [f"from the pretrained weights: {', '.join(f'data.{k}={v}' for k, v in implied.items())}"] if implied else []
+    if implied:
+        messages.append(f"from the pretrained weights: {', '.join(f'data.{k}={v}' for k, v in implied.items())}")
     bundle = load_data(dcfg)
     messages += [f"note: {n}" for n in bundle.notes[:20]]
     # After seeding: the initial weights depend on the seed only.
@@ -164,8 +311,11 @@ def setup(cfg: Configs, *, device: torch.device | None = None, restore: bool = F
         net = net.to(memory_format=torch.channels_last)
     if not cfg.model.pretrained and hasattr(net, "init_from_data") and not restore:  # e.g. patch whitening
         net.init_from_data(first_images(bundle, t.init_images, device))
+    t, note = batches_that_fit(net, bundle, t, device)
+    if note:
+        messages.append(note)
     weights = class_weights_of(cfg.loss, bundle)
-    return Setup(cfg=dataclasses.replace(cfg, data=dcfg), bundle=bundle, model=net, arch_args=arch_args, device=device,
+    return Setup(cfg=dataclasses.replace(cfg, data=dcfg, trainer=t), bundle=bundle, model=net, arch_args=arch_args, device=device,
                  channels_last=channels_last, optimizer=build_optimizer(net, cfg.optim, freeze_epochs=t.freeze_epochs),
                  class_weights=weights.to(device) if weights is not None else None, messages=messages)
 

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 import imgcls.cli as cli
 from imgcls.config import AugConfig, DataConfig, OptimConfig, SchedConfig, TrainerConfig, coerce, model_config
 from imgcls.models import create_model, list_models
+from imgcls.setup import SMALL_IMAGE_MODEL
 from imgcls.training.optim import build_optimizer, lr_factor
 
 CONF = Path(cli.__file__).parent.parent / "conf"
@@ -43,8 +44,9 @@ def test_group_option_composes_and_instantiates(group, option):
     coerce(AugConfig, plain(cfg, "aug"), "aug")
     coerce(TrainerConfig, plain(cfg, "trainer"), "trainer")
     m = model_config(plain(cfg, "model"))
-    args = {"img_size": 32} if m.name == "mlp" else {}
-    net = create_model(m.name, num_classes=10, in_chans=3, **m.args, **args)
+    name = SMALL_IMAGE_MODEL if m.name == "auto" else m.name  # auto: what it picks for 32x32 images
+    args = {"img_size": 32} if name == "mlp" else {}
+    net = create_model(name, num_classes=10, in_chans=3, **m.args, **args)
     build_optimizer(net, optim)
     assert 0 <= lr_factor(0.5, sched) <= 1
     if group in ("data", "optim", "sched"):

@@ -275,7 +275,7 @@ def check_variants(spec: AblationSpec, train_overrides: list[str] | None = None,
             for key in TRAIN_GROUPS:
                 group_config(key, g[key])
             mcfg = model_config(g["model"])
-            if not mcfg.pretrained:
+            if not mcfg.pretrained and mcfg.name != "auto":  # auto is chosen from the data when a run starts
                 side = g["data"].get("image_size") or 32
                 build_model(mcfg, num_classes=2, in_chans=g["data"].get("channels") or 3, image_size=(side, side))
         except (ImgclsError, TypeError, ValueError) as e:

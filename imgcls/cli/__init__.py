@@ -259,6 +259,31 @@ def _run_verb(fn: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
     return task
 
 
+def _auto_recipe(argv: list[str]) -> list[str]:
+    """`imgcls train` on photos with model=auto and no experiment: put the recipe made for them first.
+
+    Photos with pretrained weights on disk get experiment=photo_finetune, without them
+    experiment=photo_scratch (imgcls.setup.choose_model decides); the user's overrides still win.
+    """
+    if any(a.startswith("-") or a.startswith(("experiment=", "+experiment=", "model=", "hydra.")) for a in argv):
+        return argv  # a sweep, --help/--cfg, a chosen recipe or model: nothing to choose
+    try:
+        groups = compose_train(argv)
+        if groups["model"]["name"] != "auto":
+            return argv
+        from imgcls.config import DataConfig, coerce
+        from imgcls.setup import choose_model
+
+        choice = choose_model(coerce(DataConfig, groups["data"], "data"), groups["trainer"]["device"])
+    except ImgclsError:
+        return argv  # the run itself reports the problem
+    if choice.recipe is None:
+        return argv
+    print(f"recipe: experiment={choice.recipe}, made for photos {'with' if choice.pretrained else 'without'} "
+          f"pretrained weights (experiment=NAME picks another; key=value overrides still apply)")
+    return [f"experiment={choice.recipe}", *argv]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -271,6 +296,8 @@ def main(argv: list[str] | None = None) -> None:
     import hydra
 
     register_configs()
+    if verb == "train":
+        argv = _auto_recipe(argv)
     sys.argv = [f"imgcls {verb}", *argv]
     hydra.main(version_base="1.3", config_path="pkg://imgcls.conf", config_name=verb.replace("-", "_"))(_run_verb(VERBS[verb][0]))()
 

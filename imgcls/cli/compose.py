@@ -54,6 +54,8 @@ def register_configs() -> None:
     nodes = json.loads(MODEL_NODES.read_text()) if MODEL_NODES.is_file() else model_nodes()
     for name, node in nodes.items():
         cs.store(group="model", name=name, node=node)
+    # model=auto: chosen for the data when the run starts (imgcls.setup.choose_model)
+    cs.store(group="model", name="auto", node={"name": "auto", "pretrained": None, "freeze": None})
 
 
 def compose_train(overrides: list[str]) -> dict:

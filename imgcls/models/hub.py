@@ -14,6 +14,7 @@ weights were trained with, which a run uses unless the data config sets its own.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -175,3 +176,48 @@ def pretrained_data_config(adapter: str, arch: str) -> dict[str, Any] | None:
             return {"image_size": int(t.crop_size[0]), "mean": [0.5] * 3, "std": [0.5] * 3}
         return {"image_size": int(t.crop_size[0]), "mean": list(t.mean), "std": list(t.std)}
     return None
+
+
+def cached_weights(adapter: str, arch: str) -> str | None:
+    """The library's pretrained file for `arch` if it is already on disk (no network), else None.
+
+    torchvision: any of the model's published weight files in torch hub's checkpoints folder
+    (`$TORCH_HOME/hub/checkpoints`, by default `~/.cache/torch/hub/checkpoints`), where
+    `weights=...` downloads them. timm: the model's default tag in the Hugging Face cache
+    (`$HF_HUB_CACHE`, by default `~/.cache/huggingface/hub`), where timm downloads it.
+    """
+    if adapter == "torchvision":
+        import torchvision.models as tvm
+
+        folder = Path(torch.hub.get_dir()) / "checkpoints"
+        try:
+            names = [w.url.rsplit("/", 1)[-1] for w in tvm.get_model_weights(arch)]
+        except (ValueError, KeyError):
+            return None
+        return next((str(folder / n) for n in names if (folder / n).is_file()), None)
+    if adapter == "timm":
+        cfg = _timm().get_pretrained_cfg(arch)
+        hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        if not hub_id:
+            return None
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - a timm dependency
+            return None
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(hub_id, filename)
+            if isinstance(found, str) and Path(found).is_file():
+                return found
+        return None
+    return None
+
+
+def weights_download_hint(adapter: str, arch: str) -> str:
+    """Where `cached_weights` looks for `arch`'s file, and where to get it: for a message to the user."""
+    if adapter == "torchvision":
+        import torchvision.models as tvm
+
+        w = tvm.get_model_weights(arch).DEFAULT
+        return f"{w.url} into {Path(torch.hub.get_dir()) / 'checkpoints'}/"
+    cfg = _timm().get_pretrained_cfg(arch)
+    return f"the Hugging Face repo {getattr(cfg, 'hf_hub_id', arch)} (timm downloads it into ~/.cache/huggingface/hub)"

@@ -92,6 +92,17 @@ def saved_config(run_dir: Path, current: TrainerConfig) -> Configs:
     return Configs(**{k: group_config(k, c.get(k)) for k in TRAIN_GROUPS})
 
 
+def peak_memory() -> tuple[int, int]:
+    """Peak resident bytes of this process and of its largest finished child (loader workers), Linux units."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return 0, 0
+    kb = 1024  # ru_maxrss is in kilobytes on Linux
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kb,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kb)
+
+
 def process_age() -> float:
     """Seconds since this process started (Linux; 0 elsewhere): a time budget counts the imports too."""
     try:
@@ -203,8 +214,10 @@ def _train(cfg: Configs, *, budget_from: float | None) -> TrainResult:
     total = time.perf_counter() - t_start
     _write_profile(run_dir, result, metrics, total=total, before_training=t_fit - t_start, train_images=len(s.bundle.train))
     tta_note = f" with TTA level {t.tta} ({metrics['top1_no_tta']:.2%} without)" if test_split and t.tta else ""
+    own, workers = peak_memory()
     print(f"done in {total:.1f}s (training {result.train_seconds:.1f}s)"
-          + (f"; {test_split} top-1 {metrics['top1']:.2%}{tta_note}" if test_split else ""))
+          + (f"; {test_split} top-1 {metrics['top1']:.2%}{tta_note}" if test_split else "")
+          + f"; peak memory {own / 2**30:.2f} GB" + (f" (+ {workers / 2**30:.2f} GB in loader workers)" if workers else ""))
     return TrainResult(run_dir=run_dir, best=best, last=last, metrics=metrics, history=result.history,
                        train_seconds=result.train_seconds, images_seen=result.images_seen)
 
@@ -338,5 +351,6 @@ def _write_profile(run_dir: Path, result: FitResult, metrics: dict, *, total: fl
         profile["test_evaluation"] = metrics["summary"]["eval_seconds"]
     profile["images_seen"] = result.images_seen
     profile["train_images"] = train_images
+    profile["peak_rss_gb"], profile["peak_rss_workers_gb"] = (v / 2**30 for v in peak_memory())
     (run_dir / "profile.json").write_text(json.dumps({k: round(v, 3) for k, v in profile.items()}, indent=2))
 

@@ -67,7 +67,10 @@ def test_sigkill_at_random_points_then_resume_gives_the_unbroken_result(tmp_path
     root = write_image_folder(tmp_path / "data", n_train=24, n_test=6, size=16)
     monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
     project, epochs = tmp_path / "runs", 16
-    ctx = multiprocessing.get_context("fork")
+    # forkserver, not fork: a fork of the pytest process copies its other threads' locks (pytest-xdist's
+    # execnet threads write to stdout), and a child that prints could wait forever on one of them
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["imgcls.training.run", "tests.training.test_reliability"])
     t0 = time.perf_counter()  # the unbroken run in a child process too: each run alike, but for the kills
     p = ctx.Process(target=_child, args=(run_cfg(root, project, "unbroken", epochs),))
     p.start()
