@@ -57,6 +57,12 @@ ZOO = [
     ("fastnet 64-128-128 (cifar10_cpu10)", "fastnet", {"widths": [64, 128, 128]}, (3, 32), "cifar10_cpu10_tuning.json",
      "cifar10_cpu10", ["trainer.tta=1"], "imgcls train experiment=cifar10_cpu10"),
     ("fastnet 64-256-256 (cifar10_fast)", "fastnet", {}, (3, 32), None, None, None, "imgcls train experiment=cifar10_fast"),
+    # photos (docs/photos.md): the from-scratch net and the fine-tuned ImageNet net, at the sizes model=auto picks on a CPU
+    ("PhotoNet (photo_scratch)", "photonet", {}, (3, 112), "photos.json", "photo_scratch", [],
+     "imgcls train experiment=photo_scratch data=caltech101"),
+    ("ResNet-20 at photo size", "resnet_cifar20", {}, (3, 112), None, None, None, "imgcls train model=resnet_cifar20"),
+    ("torchvision MobileNetV2, ImageNet weights (photo_finetune)", "torchvision", {"arch": "mobilenet_v2"}, (3, 160),
+     "photos.json", "photo_finetune", [], "imgcls train experiment=photo_finetune data=caltech101"),
 ]
 
 
@@ -96,7 +102,7 @@ def recipe_result(file: str | None, experiment: str | None, overrides: list | No
     acc = [100 * r["test_acc"] for r in rows]
     return {"acc_mean": statistics.mean(acc), "acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
             "wall_mean": statistics.mean(r["wall_seconds"] for r in rows), "seeds": len(rows),
-            "data": "MNIST" if "mnist" in experiment else "CIFAR-10"}
+            "data": rows[0].get("data") or ("MNIST" if "mnist" in experiment else "CIFAR-10")}
 
 
 def table(measured: list[dict]) -> str:

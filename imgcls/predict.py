@@ -9,13 +9,15 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from imgcls.data.file_loader import eval_transform
 from imgcls.data.image_io import is_image_file, open_image, to_mode
@@ -121,7 +123,23 @@ class Predictor:
     def _predict(self, source, top_k: int, skip_errors: bool):
         single = not (isinstance(source, (list, tuple)) or (isinstance(source, (str, os.PathLike)) and Path(source).is_dir())
                       or (isinstance(source, torch.Tensor) and source.ndim == 4))
-        items = self._expand(source)
+        results = list(self.predict_iter(self._expand(source), top_k, skip_errors=skip_errors))
+        return results[0] if single else results
+
+    def predict_iter(self, items: Iterable[ImageInput], top_k: int = 5, *, skip_errors: bool = False
+                     ) -> Iterator[dict[str, Any]]:
+        """Results one by one, in order, decoding `batch_size` images at a time: memory stays bounded however
+        many items there are (a folder of 10,000 photos costs what 100 cost)."""
+        chunk: list[ImageInput] = []
+        for item in items:
+            chunk.append(item)
+            if len(chunk) == self.batch_size:
+                yield from self._predict_chunk(chunk, top_k, skip_errors)
+                chunk = []
+        if chunk:
+            yield from self._predict_chunk(chunk, top_k, skip_errors)
+
+    def _predict_chunk(self, items: list[ImageInput], top_k: int, skip_errors: bool) -> list[dict[str, Any]]:
         images, results = [], []
         for item in items:
             try:
@@ -136,36 +154,45 @@ class Predictor:
         for r in results:
             if "error" not in r:
                 r.update(self.result(next(it), top_k))
-        return results[0] if single else results
+        return results
 
 
 def predict_to_csv(ckpt: str | os.PathLike, source: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
-                   project: str = "runs", top_k: int = 5, device: str = "auto") -> tuple[Path, list[dict]]:
-    """Predict every file of `source` (a file or folder) into <out_dir>/predictions.csv.
+                   project: str = "runs", top_k: int = 5, device: str = "auto", batch_size: int = 64,
+                   progress: bool | None = None) -> tuple[Path, list[dict]]:
+    """Predict every file of `source` (a file or folder) into <out_dir>/predictions.csv, streaming.
 
-    A file that is not a readable image gets a row with its error instead of a prediction. Without
-    `out_dir` a new folder <project>/predict[-N] is made.
+    Files are decoded `batch_size` at a time and their rows written (and flushed) as each batch is
+    done, so memory stays bounded and a long run can be watched. A file that is not a readable image
+    gets a row with its error instead of a prediction. Without `out_dir` a new folder
+    <project>/predict[-N] is made. `progress`: a progress bar (default: when the output is a terminal).
+    Returns the CSV's path and the results (small dicts, no images).
     """
     if top_k < 1:
         raise ImgclsError(f"top_k must be at least 1, got {top_k}")
     if not Path(source).exists():
         raise ImgclsError(f"source not found: {source}")
-    predictor = Predictor.load(ckpt, device=device)
+    predictor = Predictor.load(ckpt, device=device, batch_size=batch_size)
     if Path(source).is_dir():  # every visible file, so that a non-image is reported rather than silently left out
         files = sorted(str(p) for p in Path(source).rglob("*")
                        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts))
         if not files:
             raise ImgclsError(f"no files in folder {source}")
-        results = predictor.predict(files, top_k=top_k, skip_errors=True)
     else:
-        results = predictor.predict([str(source)], top_k=top_k, skip_errors=True)
+        files = [str(source)]
     out_dir = Path(out_dir) if out_dir else new_run_dir(project, "predict")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "predictions.csv"
-    with open(path, "w", newline="") as f:
+    results = []
+    show = sys.stderr.isatty() if progress is None else progress
+    with open(path, "w", newline="") as f, tqdm(total=len(files), desc="predict", unit="img", disable=not show) as bar:
         w = csv.writer(f)
         w.writerow(["path", "label", "score", "top_k", "error"])
-        for r in results:
+        for i, r in enumerate(predictor.predict_iter(files, top_k, skip_errors=True)):
             w.writerow([r.get("path", ""), r.get("label", ""), f"{r['score']:.6f}" if "score" in r else "",
                         json.dumps(r.get("top_k", [])), r.get("error", "")])
+            results.append(r)
+            bar.update(1)
+            if (i + 1) % predictor.batch_size == 0:
+                f.flush()  # a batch's rows are on disk before the next batch is decoded
     return path, results

@@ -103,6 +103,30 @@ def test_predict_to_csv_reports_non_images(trained, tmp_path):
     assert by_name["g.png"]["label"] == "green" and "readme.txt" in by_name["readme.txt"]["error"]
 
 
+def test_predict_to_csv_streams_rows_batch_by_batch_with_bounded_decoding(trained, tmp_path, monkeypatch):
+    """Rows of a batch are on disk before the next batch is decoded; no batch holds more than batch_size images."""
+    from imgcls.predict import Predictor, predict_to_csv
+
+    r, _ = trained
+    src = tmp_path / "src"
+    src.mkdir()
+    for k in range(10):
+        Image.fromarray(solid(SORTED_CLASSES[k % 3])).save(src / f"{k:02d}.png")
+    out = tmp_path / "out" / "predictions.csv"
+    seen_rows, sizes = [], []
+    real = Predictor.logits
+
+    def spy(self, images):
+        sizes.append(len(images))
+        seen_rows.append(len(out.read_text().splitlines()[1:]) if out.exists() else 0)  # rows already on disk
+        return real(self, images)
+
+    monkeypatch.setattr(Predictor, "logits", spy)
+    path, results = predict_to_csv(r.best, src, tmp_path / "out", device="cpu", batch_size=4, progress=False)
+    assert sizes == [4, 4, 2] and seen_rows == [0, 4, 8]
+    assert len(path.read_text().splitlines()) == 11 and [x["label"] for x in results[:3]] == SORTED_CLASSES
+
+
 def test_list_and_create_models():
     names = imgcls.list_models()
     assert {"mlp", "simple_cnn", "resnet_cifar20", "fastnet"} <= set(names)

@@ -174,6 +174,7 @@ def _train(cfg: Configs, *, budget_from: float | None) -> TrainResult:
                           f"the {dist.world} processes")
     set_deterministic(cfg.trainer.deterministic)  # undone when train() returns or fails (see `train`)
     s = setup(cfg, device=device_for(dist, select_device(cfg.trainer.device)), restore=bool(cfg.trainer.resume))
+    cfg = s.cfg  # as set up: model=auto resolved, data filled in, batch sizes fitted to memory
     for message in s.messages:
         say(message)
     if run_dir is None:
@@ -186,7 +187,8 @@ def _train(cfg: Configs, *, budget_from: float | None) -> TrainResult:
         "val" if s.bundle.val is not None else None
     dtype = pick_amp_dtype(s.device, cfg.trainer.amp)
     budget = _budget(s, net, dist, dtype, test_split, spent=age_at_start + time.perf_counter() - t_start, say=say)
-    say(f"training {cfg.model.name} on {s.bundle.name} ({len(s.bundle.train)} train, "
+    arch = f"{s.cfg.model.name} {s.cfg.model.args['arch']}" if "arch" in s.cfg.model.args else s.cfg.model.name
+    say(f"training {arch} on {s.bundle.name} ({len(s.bundle.train)} train, "
         f"{len(s.bundle.val) if s.bundle.val is not None else 0} val images, {len(s.bundle.classes)} classes) "
         f"on {s.device} in {run_dir}"
         + (f" with {dist.world} process{'es' if dist.world > 1 else ''} ({dist.backend})" if dist.enabled else ""))
