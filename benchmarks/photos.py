@@ -97,7 +97,7 @@ def main() -> None:
                       f"peak {r['peak_rss_mb'] / 1024:.2f} GB (+ workers {r['peak_rss_workers_mb'] / 1024:.2f} GB)",
                       flush=True)
     md = []
-    for variant in a.only:
+    for variant in dict.fromkeys(r["variant"] for r in rows):  # every variant measured so far, in order
         mine = [r for r in rows if r["variant"] == variant]
         if mine:
             md.append(f"`{variant}`, {len(mine)} seeds on {mine[0]['hardware']}\n\n{summarize(mine)}\n")
