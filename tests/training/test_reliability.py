@@ -53,6 +53,10 @@ def test_deterministic_reruns_are_identical(tmp_path, image_folder):
         train(**run_cfg(root, tmp_path, "c", 3, time_budget=60))
 
 
+def _noop() -> None:
+    pass
+
+
 def _child(cfg: dict) -> None:
     torch.set_num_threads(1)
     try:
@@ -71,6 +75,9 @@ def test_sigkill_at_random_points_then_resume_gives_the_unbroken_result(tmp_path
     # execnet threads write to stdout), and a child that prints could wait forever on one of them
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["imgcls.training.run", "tests.training.test_reliability"])
+    warm = ctx.Process(target=_noop)  # starts the server (its imports) before the clock below: kill points need the run's own time
+    warm.start()
+    warm.join(timeout=300)
     t0 = time.perf_counter()  # the unbroken run in a child process too: each run alike, but for the kills
     p = ctx.Process(target=_child, args=(run_cfg(root, project, "unbroken", epochs),))
     p.start()
