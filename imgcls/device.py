@@ -35,6 +35,33 @@ def set_threads(threads: int | None) -> int:
     return n
 
 
+# glibc malloc: keep freed memory for the next step instead of returning it to the OS and faulting it
+# back in (each training step frees and re-allocates the same large activation buffers). Measured
+# on photo fine-tuning (docs/photos.md, 2 runs each): system time 71-79 -> 54 s, wall time 105-112 -> 94-97 s.
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # mallopt parameter numbers (malloc.h)
+MALLOC_SETTINGS = {M_MMAP_THRESHOLD: 32 * 2**20, M_TRIM_THRESHOLD: 2**30, M_TOP_PAD: 256 * 2**20}
+
+
+def tune_allocator() -> bool:
+    """Apply MALLOC_SETTINGS through glibc's mallopt (Linux with glibc only; elsewhere nothing). True if applied.
+
+    Buffers up to 32 MiB come from the heap rather than fresh mmaps, and up to 1 GiB of freed heap is
+    kept: fewer page faults per step. Loader worker processes forked later inherit it. IMGCLS_MALLOC=0
+    leaves the allocator as it is.
+    """
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if os.environ.get("IMGCLS_MALLOC") == "0" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return all(libc.mallopt(k, v) == 1 for k, v in MALLOC_SETTINGS.items())
+    except (OSError, AttributeError):
+        return False
+
+
 def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     """bf16 on CUDA when supported, else fp16; None (fp32) on CPU and MPS, where low precision is slower here."""
     if not amp or device.type != "cuda":

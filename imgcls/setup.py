@@ -31,7 +31,7 @@ from imgcls.config import (
 )
 from imgcls.data import DataBundle, load_data, make_loader
 from imgcls.data.sources import list_sources
-from imgcls.device import select_device, set_threads
+from imgcls.device import select_device, set_threads, tune_allocator
 from imgcls.errors import ImgclsError
 from imgcls.modelfile import Preprocess
 from imgcls.models.build import build_model as build_net
@@ -286,6 +286,8 @@ def setup(cfg: Configs, *, device: torch.device | None = None, restore: bool = F
     t = cfg.trainer
     set_threads(t.threads)
     device = device or select_device(t.device)
+    if device.type == "cpu":
+        tune_allocator()
     seed_everything(t.seed)
     messages: list[str] = []
     if cfg.model.name == "auto":
