@@ -255,8 +255,9 @@ def batches_that_fit(net: nn.Module, bundle: DataBundle, t: TrainerConfig, devic
     eval_b = fit_batch(t.eval_batch_size, per_image, budget, train=False)
     if (train_b, eval_b) == (t.batch_size, t.eval_batch_size):
         return t, None
-    note = (f"batch sizes lowered to fit in memory: trainer.batch_size {t.batch_size} -> {train_b}, "
-            f"trainer.eval_batch_size {t.eval_batch_size} -> {eval_b} ({per_image / 2**20:.1f} MB of activations per "
+    changed = [f"trainer.{k} {old} -> {new}" for k, old, new in (("batch_size", t.batch_size, train_b),
+                                                                  ("eval_batch_size", t.eval_batch_size, eval_b)) if old != new]
+    note = (f"batch sizes lowered to fit in memory: {', '.join(changed)} ({per_image / 2**20:.1f} MB of activations per "
             f"{bundle.image_size[0]}x{bundle.image_size[1]} image, {budget / 2**30:.1f} GB for batches)")
     return dataclasses.replace(t, batch_size=train_b, eval_batch_size=eval_b), note
 

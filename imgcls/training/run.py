@@ -93,7 +93,7 @@ def saved_config(run_dir: Path, current: TrainerConfig) -> Configs:
 
 
 def peak_memory() -> tuple[int, int]:
-    """Peak resident bytes of this process and of its largest finished child (loader workers), Linux units."""
+    """Peak resident bytes of this process and of its largest finished child (loader or compile workers)."""
     try:
         import resource
     except ImportError:  # pragma: no cover - not on Windows
@@ -219,7 +219,8 @@ def _train(cfg: Configs, *, budget_from: float | None) -> TrainResult:
     own, workers = peak_memory()
     print(f"done in {total:.1f}s (training {result.train_seconds:.1f}s)"
           + (f"; {test_split} top-1 {metrics['top1']:.2%}{tta_note}" if test_split else "")
-          + f"; peak memory {own / 2**30:.2f} GB" + (f" (+ {workers / 2**30:.2f} GB in loader workers)" if workers else ""))
+          + f"; peak memory {own / 2**30:.2f} GB"
+          + (f" (+ {workers / 2**30:.2f} GB in child processes: loader or compile workers)" if workers else ""))
     return TrainResult(run_dir=run_dir, best=best, last=last, metrics=metrics, history=result.history,
                        train_seconds=result.train_seconds, images_seen=result.images_seen)
 
