@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from imgcls.config import OptimConfig
+from imgcls.device import tune_allocator
 from imgcls.models import create_model
 from imgcls.training.optim import build_optimizer
 
@@ -30,9 +31,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-channels-last", action="store_true")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--no-malloc", action="store_true", help="leave glibc's malloc as it is (runs tune it, as setup() does)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    if not a.no_malloc:
+        tune_allocator()
     net = create_model("fastnet", num_classes=10, widths=a.widths)
     net.whiten.bias.requires_grad_(False)  # as after the first 3/8 of cifar10_fast
     opt = build_optimizer(net, OptimConfig(name="muon", lr=1.0, momentum=0.85, weight_decay_per_step=True,
@@ -57,6 +61,7 @@ def main() -> None:
         step()
     per_step = (time.perf_counter() - t) / a.steps
     print(f"widths {a.widths}, batch {a.batch}, {a.size}px, channels_last={not a.no_channels_last}, "
+          f"malloc {'default' if a.no_malloc else 'tuned'}, "
           f"{torch.get_num_threads()} threads: {per_step:.3f} s/step = {per_step / a.batch * 50000:.0f} s per 50k images")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(a.steps):
