@@ -18,19 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from cifar10_speed import cpu_name  # noqa: E402
+
 COMMANDS = {"imgcls --help": ["--help"], "imgcls train --help": ["train", "--help"],
             "imgcls evaluate --help": ["evaluate", "--help"]}
 TARGETS = {"imgcls --help": 1.0, "imgcls train --help": 2.0}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def timed(args: list[str]) -> float:

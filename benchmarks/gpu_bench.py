@@ -21,11 +21,15 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cifar10_speed import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["experiment=cifar10_fast", "trainer.progress=false"]
@@ -38,9 +42,7 @@ PHOTO = ["data=caltech101", "data.image_size=224", "data.workers=8", "model=torc
 
 
 def machine() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else "?"
-    info = {"cpu": cpu, "torch": torch.__version__, "python": platform.python_version()}
+    info = {"cpu": cpu_name(), "torch": torch.__version__, "python": platform.python_version()}
     if torch.cuda.is_available():
         info.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
     return info

@@ -146,6 +146,8 @@ class Choice:
     photos: bool
     pretrained: bool
     lines: list[str]
+    probe: DataBundle | None = field(default=None, repr=False)  # the data as loaded to choose (reused by setup)
+    probe_cfg: DataConfig | None = field(default=None, repr=False)  # ... from this config
 
     @property
     def recipe(self) -> str | None:
@@ -176,7 +178,8 @@ def choose_model(dcfg: DataConfig, device: str | torch.device = "cpu") -> Choice
     if probe.in_memory:
         side = probe.image_size[0]
         return Choice(ModelConfig(name=SMALL_IMAGE_MODEL), None, False, False,
-                      [f"model=auto: small images ({side}x{probe.image_size[1]} px): {SMALL_IMAGE_MODEL} ({how})"])
+                      [f"model=auto: small images ({side}x{probe.image_size[1]} px): {SMALL_IMAGE_MODEL} ({how})"],
+                      probe, dcfg)
     found = find_pretrained()
     size = dcfg.image_size or PHOTO_SIZES[("cuda" if dev == "cuda" else "cpu", found is not None)]
     where = "a GPU" if dev == "cuda" else "the CPU"
@@ -184,14 +187,14 @@ def choose_model(dcfg: DataConfig, device: str | torch.device = "cpu") -> Choice
         adapter, arch, path = found
         lines = [f"model=auto: photos, and ImageNet weights on disk for {adapter} {arch} ({path}): fine-tuning it "
                  f"at {size} px for {where} ({how}; data.image_size=N for another size)"]
-        return Choice(ModelConfig(name=adapter, args={"arch": arch}, pretrained=path), size, True, True, lines)
+        return Choice(ModelConfig(name=adapter, args={"arch": arch}, pretrained=path), size, True, True, lines, probe, dcfg)
     from imgcls.models.hub import weights_download_hint
 
     lines = [f"model=auto: photos, and no pretrained weights on disk: {SCRATCH_PHOTO_MODEL} from scratch at {size} px "
              f"for {where} ({how})",
              f"  fine-tuning ImageNet weights is far better; offline, put {weights_download_hint(*PRETRAINED_CANDIDATES[0])}"
              f" (or pass model.pretrained=FILE with model=torchvision model.name=ARCH)"]
-    return Choice(ModelConfig(name=SCRATCH_PHOTO_MODEL), size, True, False, lines)
+    return Choice(ModelConfig(name=SCRATCH_PHOTO_MODEL), size, True, False, lines, probe, dcfg)
 
 
 # ---------------------------------------------------------------- batch sizes that fit in memory
@@ -291,6 +294,7 @@ def setup(cfg: Configs, *, device: torch.device | None = None, restore: bool = F
         tune_allocator()
     seed_everything(t.seed)
     messages: list[str] = []
+    choice = None
     if cfg.model.name == "auto":
         choice = choose_model(cfg.data, device)
         messages += choice.lines
@@ -299,7 +303,8 @@ def setup(cfg: Configs, *, device: torch.device | None = None, restore: bool = F
     dcfg, implied = fill_data_defaults(cfg.data, cfg.model)
     if implied:
         messages.append(f"from the pretrained weights: {', '.join(f'data.{k}={v}' for k, v in implied.items())}")
-    bundle = load_data(dcfg)
+    # the bundle model=auto loaded to choose, when nothing it depends on changed since (small images)
+    bundle = choice.probe if choice is not None and choice.probe_cfg == dcfg else load_data(dcfg)
     messages += [f"note: {n}" for n in bundle.notes[:20]]
     # After seeding: the initial weights depend on the seed only.
     net, arch_args, report = build_model(dataclasses.replace(cfg.model, pretrained=None) if restore else cfg.model, bundle)

@@ -123,3 +123,15 @@ def test_cli_on_photos_picks_the_recipe_and_says_why(tmp_path, empty_caches):
     # if the machine has none: so only the recipe line's form is checked) and the choice come first
     assert lines[0].startswith("recipe: experiment=photo_") and lines[1].startswith("model=auto: photos")
     assert "peak memory" in p.stdout
+
+
+def test_auto_reads_the_data_once_when_its_choice_keeps_the_data_config(image_folder, monkeypatch):
+    """model=auto probes the data to choose; setup reuses that bundle instead of loading it again."""
+    import imgcls.setup as setup_module
+
+    calls = []
+    real = setup_module.load_data
+    monkeypatch.setattr(setup_module, "load_data", lambda cfg: calls.append(cfg) or real(cfg))
+    s = setup(configs(data={"name": "folder", "root": str(image_folder(size=16))}, model="auto",
+                      trainer={"device": "cpu", "threads": 1}))
+    assert s.cfg.model.name == "resnet_cifar20" and len(calls) == 1

@@ -42,13 +42,19 @@ def test_sharded_loader_slices_the_global_batch():
     assert torch.equal(torch.cat(evals), labels)  # contiguous blocks, in rank order
 
 
-def test_two_processes_match_one(tmp_path):
-    root = write_image_folder(tmp_path / "data", n_train=12, n_test=4, size=8)
+def torchrun(tmp_path: Path, processes: int, *overrides: str) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node=N -m imgcls train OVERRIDES ...` on CPUs; it must succeed."""
     env = {**os.environ, "IMGCLS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "imgcls", "train",
-           *OVERRIDES, f"data.root={root}", f"trainer.project={tmp_path / 'runs'}", "trainer.name=two"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m", "imgcls",
+           "train", *OVERRIDES, *overrides, f"trainer.project={tmp_path / 'runs'}"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+def test_two_processes_match_one(tmp_path):
+    root = write_image_folder(tmp_path / "data", n_train=12, n_test=4, size=8)
+    p = torchrun(tmp_path, 2, f"data.root={root}", "trainer.name=two")
     assert p.stdout.count("training mlp on folder") == 1 and "with 2 processes" in p.stdout  # rank 0 alone talks
     runs = sorted((tmp_path / "runs").iterdir())
     assert [r.name for r in runs] == ["two"]  # one run folder, written by rank 0
@@ -86,10 +92,6 @@ def test_sync_batchnorm_swaps_layers_keeps_parameters_and_refuses_cpu():
 def test_torchrun_with_one_process_joins_a_group(tmp_path):
     """`torchrun --nproc_per_node=1` (one GPU's case) runs the distributed path, not the plain one."""
     root = write_image_folder(tmp_path / "data", n_train=8, n_test=4, size=8)
-    env = {**os.environ, "IMGCLS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "imgcls", "train",
-           *OVERRIDES, "trainer.epochs=1", f"data.root={root}", f"trainer.project={tmp_path / 'runs'}", "trainer.name=one"]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    p = torchrun(tmp_path, 1, "trainer.epochs=1", f"data.root={root}", "trainer.name=one")
     assert "with 1 process (gloo)" in p.stdout
     assert (tmp_path / "runs" / "one" / "metrics.json").is_file()
