@@ -53,6 +53,14 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_flags() -> str:
+    """The CPU with the flags that decide its speed, and any instruction-set limit set for an emulation run."""
+    from imgcls.device import cpu_info
+
+    limits = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(k)]
+    return cpu_info().describe() + (f" [limited: {', '.join(limits)}]" if limits else "")
+
+
 def run_seed(experiment: str, seed: int, overrides: list[str], project: str) -> dict:
     args = [f"experiment={experiment}", f"trainer.seed={seed}", "trainer.progress=false",
             f"trainer.project={project}", f"trainer.name={experiment}-seed{seed}", *overrides]
@@ -101,7 +109,7 @@ def main() -> None:
             print(f"seed {seed}: already in {out}, skipped")
             continue
         r = {**key, "seed": seed, **run_seed(a.experiment, seed, a.overrides, a.project),
-             "hardware": f"{cpu_name()}, {os.cpu_count()} cores", "torch_threads": os.cpu_count(),
+             "hardware": f"{cpu_name()}, {os.cpu_count()} cores", "cpu": cpu_flags(), "torch_threads": os.cpu_count(),
              "date": time.strftime("%Y-%m-%d")}
         rows.append(r)
         out.write_text(json.dumps(rows, indent=2))  # after every seed: a stopped study keeps what it finished

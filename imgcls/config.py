@@ -118,6 +118,11 @@ class TrainerConfig:
     # Under torchrun on GPUs: batch-norm statistics computed over the global batch instead of each
     # process's slice (nn.SyncBatchNorm). Worth it when the per-GPU batch is small (< ~32 images).
     sync_batchnorm: bool = False
+    # A recipe sized to the machine (with time_budget; imgcls/sizing.py): model.args overrides, largest net first.
+    # The run times each candidate's training step on its data and trains the first that fits size_min_epochs
+    # epochs in the time left (else the last). null = the model as configured.
+    size_choices: list[dict[str, Any]] | None = None
+    size_min_epochs: float = 4.0
 
 
 @dataclass
@@ -163,6 +168,10 @@ def validate(cfg: Any) -> None:
                               "time-budgeted run gets depends on the machine's speed; give trainer.epochs instead")
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise ImgclsError(f"trainer.epochs and trainer.batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
+        if cfg.size_choices is not None and not (isinstance(cfg.size_choices, (list, tuple)) and cfg.size_choices
+                                                 and all(isinstance(c, dict) for c in cfg.size_choices)):
+            raise ImgclsError(f"trainer.size_choices={cfg.size_choices!r} must be null or a non-empty list of "
+                              "model.args overrides, e.g. [{widths: [64, 256, 256]}, {widths: [64, 128, 128]}]")
     elif isinstance(cfg, DataConfig):
         _check(cfg.channels, (None, 1, 3), "data.channels")
         _check(cfg.sampler, ("random", "balanced"), "data.sampler")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -60,6 +61,55 @@ def tune_allocator() -> bool:
         return all(libc.mallopt(k, v) == 1 for k, v in MALLOC_SETTINGS.items())
     except (OSError, AttributeError):
         return False
+
+
+# CPU flags that decide speed here: AVX2-only machines run the same step 2-5x slower than AVX-512 ones,
+# and bf16 arithmetic is native only with AVX512_BF16 or AMX (elsewhere it is emulated, many times slower).
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """The CPU as read at run time: model name, its SIMD flags and the kernel level torch dispatches to."""
+
+    name: str
+    flags: frozenset[str]
+    capability: str  # torch.backends.cpu.get_cpu_capability(): DEFAULT, AVX2, AVX512 (ATEN_CPU_CAPABILITY lowers it)
+
+    @property
+    def native_bf16(self) -> bool:
+        """bf16 runs natively: the flag is there and torch's kernels use AVX-512 (not lowered to AVX2)."""
+        return bool(self.flags & {"avx512_bf16", "amx_bf16"}) and self.capability.startswith("AVX512")
+
+    def describe(self) -> str:
+        """E.g. "AMD EPYC (avx2, avx512f, avx512_bf16; torch kernels AVX512)"."""
+        shown = [f for f in SIMD_FLAGS if f in self.flags]
+        return f"{self.name} ({', '.join(shown) or 'no AVX2'}; torch kernels {self.capability})"
+
+
+def cpu_info(cpuinfo: str | None = None) -> CpuInfo:
+    """This machine's CPU, from /proc/cpuinfo (or the given text of one); flags empty where it is unreadable."""
+    import platform
+
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    name, flags = None, None
+    for line in cpuinfo.splitlines():  # one block per logical CPU: the first block's values
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and name is None:
+            name = value.strip()
+        elif key == "flags" and flags is None:
+            flags = frozenset(value.split())
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):  # pragma: no cover - older torch
+        capability = "unknown"
+    return CpuInfo(name=name or platform.processor() or "unknown CPU", flags=flags or frozenset(), capability=capability)
 
 
 def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -265,6 +267,38 @@ def batches_that_fit(net: nn.Module, bundle: DataBundle, t: TrainerConfig, devic
     return dataclasses.replace(t, batch_size=train_b, eval_batch_size=eval_b), note
 
 
+# ---------------------------------------------------------------- a recipe sized to the machine
+
+
+def size_to_machine(cfg: Configs, bundle: DataBundle, device: torch.device, channels_last: bool,
+                    seconds_left: Callable[[], float]) -> tuple[ModelConfig, list[str]]:
+    """cfg.model with the `trainer.size_choices` candidate that fits the time budget (imgcls.sizing), and what was measured."""
+    from imgcls.sizing import PROBE_TRAIN, choose_size, measured_costs
+
+    t = cfg.trainer
+    x = first_images(bundle, min(PROBE_TRAIN, len(bundle.train), t.batch_size), device)
+    y = torch.arange(len(x), device=device) % len(bundle.classes)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def build(args: dict[str, Any]) -> nn.Module:
+        net = build_model(dataclasses.replace(cfg.model, args={**cfg.model.args, **args}, pretrained=None), bundle)[0]
+        net.to(device)
+        return net.to(memory_format=torch.channels_last) if channels_last else net
+
+    scored = bundle.test if bundle.test is not None and len(bundle.test) else bundle.val
+    choice = choose_size(measured_costs(list(t.size_choices), build, x, y, tta=t.tta), seconds=seconds_left,
+                         n_train=len(bundle.train), n_eval=len(scored) if scored is not None else 0,
+                         min_epochs=t.size_min_epochs)
+    index = [c for c, _ in choice.measured].index(choice.cost)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():  # every process trains rank 0's pick
+        box = [index]
+        torch.distributed.broadcast_object_list(box, src=0)
+        index = box[0]
+    args = {**cfg.model.args, **t.size_choices[index]}
+    return dataclasses.replace(cfg.model, args=args), choice.lines(t.size_min_epochs)
+
+
 @dataclass
 class Setup:
     """A run's parts, ready to train: what `setup()` returns."""
@@ -280,12 +314,14 @@ class Setup:
     messages: list[str] = field(default_factory=list)  # for the user: what was implied or loaded
 
 
-def setup(cfg: Configs, *, device: torch.device | None = None, restore: bool = False) -> Setup:
+def setup(cfg: Configs, *, device: torch.device | None = None, restore: bool = False,
+          seconds_left: Callable[[], float] | None = None) -> Setup:
     """Threads, device, seed, data, model (pretrained weights, data-dependent init), optimizer, loss weights.
 
     `device` overrides `trainer.device` (a distributed run passes each process its own GPU).
     `restore=True` (a resumed run) skips pretrained weights and data-dependent init: the run's own
-    state replaces them.
+    state replaces them. `seconds_left()` is what a time budget has left (for `trainer.size_choices`;
+    default: trainer.time_budget minus the time since setup started).
     """
     t = cfg.trainer
     set_threads(t.threads)
@@ -306,7 +342,18 @@ def setup(cfg: Configs, *, device: torch.device | None = None, restore: bool = F
     # the bundle model=auto loaded to choose, when nothing it depends on changed since (small images)
     bundle = choice.probe if choice is not None and choice.probe_cfg == dcfg else load_data(dcfg)
     messages += [f"note: {n}" for n in bundle.notes[:20]]
-    # After seeding: the initial weights depend on the seed only.
+    channels_last = t.channels_last if t.channels_last is not None else device.type == "cuda"
+    if t.size_choices and not t.time_budget:
+        messages.append("note: trainer.size_choices is ignored without trainer.time_budget (the model is trained as given)")
+    if t.size_choices and t.time_budget and not restore:
+        cfg = dataclasses.replace(cfg, data=dcfg)
+        if seconds_left is None:
+            started = time.perf_counter()
+            seconds_left = lambda: t.time_budget - (time.perf_counter() - started)  # noqa: E731
+        model_cfg, lines = size_to_machine(cfg, bundle, device, channels_last, seconds_left)
+        cfg = dataclasses.replace(cfg, model=model_cfg)
+        messages += lines
+        seed_everything(t.seed)  # the initial weights depend on the seed only (the candidates drew from the generator)
     net, arch_args, report = build_model(dataclasses.replace(cfg.model, pretrained=None) if restore else cfg.model, bundle)
     if report is not None:
         messages.append(report.summary())
@@ -314,7 +361,6 @@ def setup(cfg: Configs, *, device: torch.device | None = None, restore: bool = F
         messages.append("warning: model.freeze / trainer.freeze_epochs without model.pretrained freeze randomly "
                         "initialised layers")
     net.to(device)
-    channels_last = t.channels_last if t.channels_last is not None else device.type == "cuda"
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     if not cfg.model.pretrained and hasattr(net, "init_from_data") and not restore:  # e.g. patch whitening

@@ -173,7 +173,13 @@ def _train(cfg: Configs, *, budget_from: float | None) -> TrainResult:
         raise ImgclsError(f"trainer.batch_size={cfg.trainer.batch_size} is the global batch: it must be a multiple of "
                           f"the {dist.world} processes")
     set_deterministic(cfg.trainer.deterministic)  # undone when train() returns or fails (see `train`)
-    s = setup(cfg, device=device_for(dist, select_device(cfg.trainer.device)), restore=bool(cfg.trainer.resume))
+    budget_zero = t_start - age_at_start  # the perf_counter() time the budget counts from
+
+    def seconds_left() -> float:  # for a recipe sized to the machine (trainer.size_choices)
+        return (cfg.trainer.time_budget or 0.0) - (time.perf_counter() - budget_zero) - BUDGET_MARGIN
+
+    s = setup(cfg, device=device_for(dist, select_device(cfg.trainer.device)), restore=bool(cfg.trainer.resume),
+              seconds_left=seconds_left)
     cfg = s.cfg  # as set up: model=auto resolved, data filled in, batch sizes fitted to memory
     for message in s.messages:
         say(message)
