@@ -29,6 +29,9 @@ class DataConfig:
     small_max: int = 64  # images seen at most this many pixels a side (native, or image_size) are decoded once into a tensor cache
     cache_dir: str | None = None  # decode cache; None = $IMGCLS_CACHE, else ~/.cache/imgcls
     workers: int = 2  # DataLoader workers for large images
+    # photos: decode and resize each file once (to the evaluation resize, ~1.14x image_size) into an on-disk store
+    # read memory-mapped, so epochs crop uint8 arrays instead of decoding JPEGs; false = decode the files every epoch
+    photo_cache: bool = True
     limit: int | None = None  # use a seeded random N samples of each split (quick tests)
     sampler: str = "random"  # random | balanced (each class drawn equally often, with replacement: for imbalanced data)
 

@@ -28,9 +28,14 @@ def select_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def cpu_count() -> int:
+    """Cores this process may use (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def set_threads(threads: int | None) -> int:
     """Set intra-op threads once at start-up (default: all cores this process may use)."""
-    n = threads or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (threads or os.cpu_count() or 1)
+    n = threads or cpu_count()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n

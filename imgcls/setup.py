@@ -33,7 +33,7 @@ from imgcls.config import (
 )
 from imgcls.data import DataBundle, load_data, make_loader
 from imgcls.data.sources import list_sources
-from imgcls.device import select_device, set_threads, tune_allocator
+from imgcls.device import cpu_count, select_device, set_threads, tune_allocator
 from imgcls.errors import ImgclsError
 from imgcls.modelfile import Preprocess
 from imgcls.models.build import build_model as build_net
@@ -341,6 +341,13 @@ def setup(cfg: Configs, *, device: torch.device | None = None, restore: bool = F
         messages.append(f"from the pretrained weights: {', '.join(f'data.{k}={v}' for k, v in implied.items())}")
     # the bundle model=auto loaded to choose, when nothing it depends on changed since (small images)
     bundle = choice.probe if choice is not None and choice.probe_cfg == dcfg else load_data(dcfg)
+    if not bundle.in_memory and dcfg.photo_cache:
+        from imgcls.data.cache import default_cache_dir
+        from imgcls.data.prepare import store_photos
+
+        bundle, skipped = store_photos(bundle, cache_dir=default_cache_dir(dcfg.cache_dir) / "photos",
+                                       workers=cpu_count(), progress=t.progress)
+        bundle = dataclasses.replace(bundle, notes=[*(n for n in skipped if n not in bundle.notes), *bundle.notes])
     messages += [f"note: {n}" for n in bundle.notes[:20]]
     channels_last = t.channels_last if t.channels_last is not None else device.type == "cuda"
     if t.size_choices and not t.time_budget:

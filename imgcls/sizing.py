@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgcls.evaluation.tta import tta_logits
+from imgcls.tta import tta_logits
 
 PROBE_TRAIN = 256  # images per timed training step (the real batch would cost seconds per candidate on a slow CPU)
 PROBE_EVAL = 200  # images per timed test batch

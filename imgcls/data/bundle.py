@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from imgcls.data.store import Stored
 
 
 @dataclass
@@ -14,6 +18,8 @@ class Split:
     labels: torch.Tensor  # (N,) int64
     ids: list[str]  # file path of each sample, or "<dataset>:<split>:<index>" for array data sets
     images: torch.Tensor | None = None  # (N, C, H, W) uint8, or None when the images stay on disk
+    # photos decoded once at a bit above the training size (imgcls.data.store), read memory-mapped; None: decode the files
+    stored: Stored | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -21,7 +27,8 @@ class Split:
     def subset(self, index: torch.Tensor | list[int]) -> Split:
         index = torch.as_tensor(index, dtype=torch.long)
         images = self.images[index] if self.images is not None else None
-        return Split(labels=self.labels[index], ids=[self.ids[i] for i in index.tolist()], images=images)
+        stored = self.stored.take(index.numpy()) if self.stored is not None else None
+        return Split(labels=self.labels[index], ids=[self.ids[i] for i in index.tolist()], images=images, stored=stored)
 
 
 @dataclass

@@ -58,10 +58,23 @@ class FileDataset(Dataset):
         raise ImgclsError(f"no readable image among {len(self.paths)} files, e.g. {self.paths[0]}")
 
 
+class StoredDataset(Dataset):
+    """(image tensor, label) from photos decoded once (`imgcls.data.store.Stored`): the transforms run on uint8 tensors."""
+
+    def __init__(self, stored, labels: torch.Tensor, transform):
+        self.stored, self.labels, self.transform = stored, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.stored.image(i)), int(self.labels[i])
+
+
 class FileLoader:
     """A DataLoader remade every epoch with a generator seeded by (seed, epoch), for exact resumption."""
 
-    def __init__(self, dataset: FileDataset, *, batch_size: int, shuffle: bool, drop_last: bool = False,
+    def __init__(self, dataset: FileDataset | StoredDataset, *, batch_size: int, shuffle: bool, drop_last: bool = False,
                  workers: int = 2, seed: int = 0, pin_memory: bool = False, sample_weights: torch.Tensor | None = None,
                  rank: int = 0, world: int = 1):
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last

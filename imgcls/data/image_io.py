@@ -64,10 +64,13 @@ class ImageProblem(ImgclsError):
         self.code = code
 
 
-def decode_image(source, name: str, *, channels: int | None = 3, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def decode_image(source, name: str, *, channels: int | None = 3, max_pixels: int = MAX_PIXELS,
+                 draft: tuple[int, int] | None = None) -> Image.Image:
     """Decode a file path or binary file object fully; convert to `channels` (None: keep the mode).
 
     The pixel count is checked from the header before anything is decoded (decompression bombs).
+    `draft=(w, h)`: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale, never below (w, h) (much faster
+    when the image is to be shrunk anyway).
     Safe to call from several threads (no global warning filters are touched). Raises `ImageProblem`.
     """
     try:
@@ -75,6 +78,8 @@ def decode_image(source, name: str, *, channels: int | None = 3, max_pixels: int
             if img.width * img.height > max_pixels:
                 raise ImageProblem(f"{name}: too many pixels ({img.width}x{img.height}, more than {max_pixels:,}): "
                                    f"a decompression bomb?", "too_many_pixels")
+            if draft is not None and img.format == "JPEG":
+                img.draft(None, draft)
             img.load()
             return to_mode(img, channels) if channels else img.copy()
     except ImageProblem:

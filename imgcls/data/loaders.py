@@ -7,7 +7,7 @@ import torch
 from imgcls.config import AugConfig
 from imgcls.data.augment import photo_ops, policy_transform, tensor_batch_ops
 from imgcls.data.bundle import DataBundle, Split
-from imgcls.data.file_loader import FileDataset, FileLoader, eval_transform, train_transform
+from imgcls.data.file_loader import FileDataset, FileLoader, StoredDataset, eval_transform, train_transform
 from imgcls.data.tensor_loader import TensorLoader
 
 
@@ -37,7 +37,8 @@ def make_loader(bundle: DataBundle, split: Split, *, train: bool, batch_size: in
                              policy=policy, after=photo_ops(aug, bundle.image_size))
     else:
         tf = eval_transform(bundle.image_size, bundle.mean, bundle.std, resize=bundle.resize)
-    ds = FileDataset(split.ids, split.labels, tf, bundle.channels)
+    ds = StoredDataset(split.stored, split.labels, tf) if split.stored is not None else \
+        FileDataset(split.ids, split.labels, tf, bundle.channels)
     return FileLoader(ds, batch_size=batch_size, shuffle=train, drop_last=drop_last, workers=workers, seed=seed,
                       pin_memory=torch.device(device).type == "cuda", sample_weights=weights, rank=rank, world=world)
 

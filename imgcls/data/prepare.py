@@ -12,6 +12,7 @@ from imgcls.config import DataConfig
 from imgcls.data.bundle import DataBundle, Split
 from imgcls.data.sources import data_root, get_source
 from imgcls.data.split import stratified_split
+from imgcls.data.store import build_store
 from imgcls.errors import ImgclsError
 
 
@@ -91,6 +92,25 @@ def load_data(cfg: DataConfig) -> DataBundle:
     std = _fit_stats(cfg.std or b.std, channels)
     return DataBundle(name=b.name, classes=b.classes, channels=channels, image_size=size, mean=mean, std=std,
                       resize=b.resize, notes=b.notes, flip_ok=b.flip_ok, **splits)
+
+
+def store_photos(bundle: DataBundle, *, cache_dir: str | Path, workers: int = 2, progress: bool = True
+                 ) -> tuple[DataBundle, list[str]]:
+    """`bundle` with every photo split decoded once into a store at the evaluation resize (`bundle.resize`).
+
+    Returns (the bundle, notes on unreadable files). Splits already in memory (small images) are left as they are.
+    """
+    side = bundle.resize or round(max(bundle.image_size) / 0.875)
+    splits, notes = {}, []
+    for name in ("train", "val", "test"):
+        s: Split | None = getattr(bundle, name)
+        if s is None or s.images is not None or s.stored is not None or not len(s):
+            continue
+        stored, errors = build_store(s.ids, (side, side), bundle.channels, fit="crop", cache_dir=cache_dir,
+                                     workers=workers, progress=progress, desc=f"decoding {name} photos at {side} px")
+        splits[name] = Split(labels=s.labels, ids=s.ids, stored=stored)
+        notes += [f"skipped {e}" for e in errors]
+    return bundle.with_splits(**splits), notes
 
 
 def write_split_lists(bundle: DataBundle, folder: str | Path) -> None:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from imgcls.device import autocast
-from imgcls.evaluation.tta import tta_and_plain_logits
+from imgcls.tta import tta_and_plain_logits
 
 
 @torch.no_grad()

@@ -35,7 +35,6 @@ from imgcls.errors import ImgclsError
 from imgcls.evaluation import evaluate_model, plot_learning_curves
 from imgcls.evaluation.calibration import fit_temperature
 from imgcls.evaluation.infer import predict_logits
-from imgcls.evaluation.tta import tta_logits
 from imgcls.modelfile import ModelMeta, load_weights, read_meta, save_model
 from imgcls.run_dir import new_run_dir, resume_dir
 from imgcls.setup import (  # noqa: F401
@@ -54,6 +53,7 @@ from imgcls.training.distributed import Dist, all_max, barrier, broadcast, devic
 from imgcls.training.distributed import init as init_distributed
 from imgcls.training.distributed import shutdown as shutdown_distributed
 from imgcls.training.loop import Budget, FitResult, fit
+from imgcls.tta import tta_logits
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-import imgcls.data.cache as cache_mod
+import imgcls.data.store as store_mod
 from imgcls.config import AugConfig, DataConfig
 from imgcls.data import load_data, make_loader, write_split_lists
 from imgcls.data.file_loader import FileLoader
@@ -87,16 +87,16 @@ def test_write_split_lists(image_folder, tmp_path):
 def test_second_load_hits_decode_cache(image_folder, monkeypatch, _isolated_cache):
     root = image_folder()
     calls = []
-    real = cache_mod._decode
-    monkeypatch.setattr(cache_mod, "_decode", lambda args: calls.append(args) or real(args))
+    real = store_mod.decode_fitted
+    monkeypatch.setattr(store_mod, "decode_fitted", lambda *args: calls.append(args) or real(*args))
     first = load_data(folder_cfg(root, val_fraction=0))
     assert len(calls) == 48
-    assert list(_isolated_cache.glob("*.safetensors"))  # written under $IMGCLS_CACHE
+    assert list(_isolated_cache.glob("*.npy"))  # written under $IMGCLS_CACHE
 
-    def fail(args):
+    def fail(*args):
         raise AssertionError(f"decoded {args[0]} again despite the cache")
 
-    monkeypatch.setattr(cache_mod, "_decode", fail)
+    monkeypatch.setattr(store_mod, "decode_fitted", fail)
     second = load_data(folder_cfg(root, val_fraction=0))
     assert torch.equal(first.train.images, second.train.images)
     assert torch.equal(first.test.images, second.test.images)
@@ -112,7 +112,7 @@ def test_second_load_hits_decode_cache(image_folder, monkeypatch, _isolated_cach
 
 def test_explicit_cache_dir(image_folder, tmp_path, _isolated_cache):
     load_data(folder_cfg(image_folder(), val_fraction=0, cache_dir=str(tmp_path / "c")))
-    assert len(list((tmp_path / "c").glob("*.safetensors"))) == 2  # train and test
+    assert len(list((tmp_path / "c").glob("*.npy"))) == 2  # train and test
     assert not list(_isolated_cache.iterdir())
 
 

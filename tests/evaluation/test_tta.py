@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from imgcls.evaluation.tta import tta_and_plain_logits, tta_logits
+from imgcls.tta import tta_and_plain_logits, tta_logits
 
 
 class MeanPoolNet(nn.Module):
