@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 WORKER = r"""
-import json, resource, sys, time
+import json, resource, sys, time, yaml
 from imgcls.cli import compose_train
 groups = compose_train([a for a in sys.argv[1:] if a != "--warm"])
 if "--warm" in sys.argv:  # decode the data set into the cache only, so that no timed seed pays for it
@@ -36,6 +36,7 @@ r = imgcls.train(**groups)
 s = r.metrics["summary"]
 print("RESULT " + json.dumps({
     "test_acc": r.metrics["top1"], "test_acc_no_tta": s.get("test_top1_no_tta", r.metrics["top1"]),
+    "val_acc": s.get("best_val_acc"), "model": yaml.safe_load((r.run_dir / "config.yaml").read_text())["model"],
     "train_seconds": r.train_seconds, "eval_seconds": s["eval_seconds"], "run_seconds": s["total_seconds"],
     "epochs": len(r.history), "images_per_second": r.images_seen / r.train_seconds,
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "run_dir": str(r.run_dir),
@@ -70,7 +71,9 @@ def run_seed(experiment: str, seed: int, overrides: list[str], project: str) -> 
     if p.returncode != 0:
         raise SystemExit(f"seed {seed} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return {**json.loads(line[7:]), "wall_seconds": wall}
+    r = json.loads(line[7:])
+    r["epochs_seen"] = r["profile"]["images_seen"] / r["profile"]["train_images"]  # fractional: a budget stops mid-epoch
+    return {**r, "wall_seconds": wall, "first_lines": [ln for ln in p.stdout.splitlines() if ln.startswith(("recipe:", "sized"))]}
 
 
 def warm_cache(experiment: str, overrides: list[str]) -> None:
