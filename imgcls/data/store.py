@@ -119,15 +119,26 @@ def build_store(paths: list[str], size: tuple[int, int], channels: int, *, fit: 
                 cache_dir: str | os.PathLike, workers: int = 2, progress: bool = True,
                 desc: str = "decoding") -> tuple[Stored, list[str]]:
     """Decode `paths` once into the store (or open the one already there); (stored images, error messages)."""
-    from tqdm import tqdm
-
     folder = Path(cache_dir)
     name = fingerprint(paths, [list(size), channels, fit])
     npy, meta = folder / f"{name}.npy", folder / f"{name}.json"
     if npy.is_file() and meta.is_file():
         info = json.loads(meta.read_text())
         return Stored(np.load(npy, mmap_mode="r"), np.asarray(info["rows"], dtype=np.int64)), info["errors"]
-    folder.mkdir(parents=True, exist_ok=True)
+    if not paths:
+        return Stored(np.zeros((0, channels, *size), np.uint8), np.zeros(0, np.int64)), []
+    try:
+        return _build(paths, size, channels, fit, npy, meta, workers, progress, desc)
+    except OSError as e:  # a full disk, a read-only folder: say where, and how to put the cache elsewhere
+        raise ImgclsError(f"cannot write the decoded images to {folder} ({e.strerror or e}); free space there or set "
+                          f"data.cache_dir=DIR (or $IMGCLS_CACHE) to another folder") from None
+
+
+def _build(paths: list[str], size: tuple[int, int], channels: int, fit: str, npy: Path, meta: Path, workers: int,
+           progress: bool, desc: str) -> tuple[Stored, list[str]]:
+    from tqdm import tqdm
+
+    npy.parent.mkdir(parents=True, exist_ok=True)
     rows = np.full(len(paths), -1, dtype=np.int64)
     errors: list[str] = []
     with atomic_path(npy) as tmp:

@@ -108,3 +108,13 @@ def test_training_reads_photos_from_the_store_and_evaluation_sees_what_files_giv
     assert (from_store - from_files).abs().mean() < 0.15
     sub = s.bundle.test.subset([5, 0])
     assert torch.equal(sub.stored.image(1), s.bundle.test.stored.image(0))
+
+
+def test_a_cache_folder_that_cannot_be_written_is_named(tmp_path):
+    paths = noise_jpegs(tmp_path / "p", 2)
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder should be")
+    with pytest.raises(store.ImgclsError, match="cannot write the decoded images to .*file.*data.cache_dir"):
+        build_store(paths, (16, 16), 3, cache_dir=blocked / "sub", workers=1, progress=False)
+    empty, errors = build_store([], (16, 16), 3, cache_dir=tmp_path / "c", workers=1, progress=False)
+    assert len(empty) == 0 and empty.array.shape == (0, 3, 16, 16) and errors == []
