@@ -126,6 +126,10 @@ class TrainerConfig:
     # epochs in the time left (else the last). null = the model as configured.
     size_choices: list[dict[str, Any]] | None = None
     size_min_epochs: float = 4.0
+    accum_steps: int = 1  # gradient accumulation: batches summed into each optimizer step (effective batch = batch_size x this)
+    clip_grad: float | None = None  # cap on the gradients' global L2 norm before each optimizer step; null = no clipping
+    # the validation number that picks best.safetensors and drives early stopping: val_acc | val_loss | val_f1 (macro F1)
+    monitor: str = "val_acc"
 
 
 @dataclass
@@ -164,6 +168,11 @@ def validate(cfg: Any) -> None:
         _check(cfg.name, ("cosine", "onecycle", "linear", "step", "constant"), "sched.name")
     elif isinstance(cfg, TrainerConfig):
         _check(cfg.tta, (0, 1, 2), "trainer.tta")
+        _check(cfg.monitor, ("val_acc", "val_loss", "val_f1"), "trainer.monitor")
+        if cfg.accum_steps < 1:
+            raise ImgclsError(f"trainer.accum_steps={cfg.accum_steps} must be >= 1 (1 = no accumulation)")
+        if cfg.clip_grad is not None and cfg.clip_grad <= 0:
+            raise ImgclsError(f"trainer.clip_grad={cfg.clip_grad} must be > 0, or null for no clipping")
         if cfg.freeze_epochs < 0 or cfg.freeze_epochs >= cfg.epochs and cfg.freeze_epochs:
             raise ImgclsError(f"trainer.freeze_epochs={cfg.freeze_epochs} must be in [0, trainer.epochs={cfg.epochs})")
         if cfg.deterministic and cfg.time_budget:

@@ -40,8 +40,11 @@ def _timm():
 
 @register_model
 def timm(*, num_classes: int, in_chans: int = 3, arch: str = "resnet18", download: bool = False,
-         drop_rate: float = 0.0, img_size: int | list[int] | None = None) -> nn.Module:
+         drop_rate: float = 0.0, drop_path_rate: float = 0.0, img_size: int | list[int] | None = None) -> nn.Module:
     """A timm model by name (`timm.list_models()`); `download=True` fetches its pretrained weights.
+
+    `drop_rate`: dropout before the classifier; `drop_path_rate`: stochastic depth (residual branches
+    dropped per sample, rising to this rate in the last block), for models that have it.
 
     `img_size` goes to models that are built for one input size (ViTs: their position embeddings
     are resized to it); convolutional nets do not take it and work at any size.
@@ -51,6 +54,8 @@ def timm(*, num_classes: int, in_chans: int = 3, arch: str = "resnet18", downloa
         close = lib.list_models(f"*{arch}*")[:8]
         raise ImgclsError(f"timm has no model {arch!r}" + (f"; similar: {', '.join(close)}" if close else ""))
     kwargs = dict(pretrained=download, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+    if drop_path_rate:
+        kwargs["drop_path_rate"] = drop_path_rate
     try:
         if img_size is not None:
             try:
@@ -59,7 +64,12 @@ def timm(*, num_classes: int, in_chans: int = 3, arch: str = "resnet18", downloa
             except TypeError as e:
                 if "img_size" not in str(e):
                     raise
-        return lib.create_model(arch, **kwargs)
+        try:
+            return lib.create_model(arch, **kwargs)
+        except TypeError as e:
+            if "drop_path_rate" in str(e):
+                raise ImgclsError(f"timm's {arch} has no stochastic depth: leave model.drop_path_rate at 0") from None
+            raise
     except (OSError, RuntimeError, ValueError) as e:
         if not download:
             raise

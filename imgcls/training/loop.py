@@ -6,6 +6,7 @@ the `last` model and, when validation improves, `best`. Everything here takes pl
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -27,7 +28,19 @@ from imgcls.training.checkpoint import load_state, save_state
 from imgcls.training.distributed import SINGLE, Dist, all_sum, barrier, gather_cat
 from imgcls.training.optim import apply_schedule, set_epoch
 
-RESULTS_COLUMNS = ["epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
+RESULTS_COLUMNS = ["epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr"]
+# What trainer.monitor may name, with the sign that makes larger better: it picks best.safetensors and drives early stopping.
+MONITORS = {"val_acc": 1.0, "val_loss": -1.0, "val_f1": 1.0}
+
+
+def macro_f1(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
+    """Unweighted mean over the classes present (in target or predictions) of per-class F1."""
+    k = num_classes
+    counts = torch.bincount(target.cpu() * k + pred.cpu(), minlength=k * k).view(k, k).double()  # rows: truth
+    tp = counts.diag()
+    denom = counts.sum(0) + counts.sum(1)  # predicted + true per class = 2 tp + fp + fn
+    present = denom > 0
+    return float((2 * tp[present] / denom[present]).mean()) if present.any() else 0.0
 
 
 @dataclass
@@ -85,10 +98,17 @@ def train_one_epoch(
     step: int, total_steps: int, budget: Budget, device: torch.device, amp_dtype, scaler,
     label_smoothing: float = 0.0, ema: nn.Module | None = None, limit_batches: int | None = None,
     desc: str = "train", show_progress: bool = True, class_weights: torch.Tensor | None = None,
-    mix: Callable | None = None,
+    mix: Callable | None = None, accum_steps: int = 1, clip_grad: float | None = None,
 ) -> dict:
-    """One pass over `loader`; returns loss, accuracy, images seen, steps done and the last lr."""
+    """One pass over `loader`; returns loss, accuracy, images seen, steps done and the last lr.
+
+    `accum_steps` batches are summed into each optimizer step (the last group of an epoch may be
+    shorter); `clip_grad` caps the gradients' global L2 norm before each step. `step` counts
+    optimizer steps.
+    """
     model.train()
+    optimizer.zero_grad(set_to_none=True)  # a group cut short by the budget left nothing behind
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     freeze_norm_statistics(model)  # frozen layers (feature extraction, head-only epochs) keep their statistics
     n_batches = min(len(loader), limit_batches or len(loader))
     loss_sum = torch.zeros((), device=device)
@@ -103,20 +123,29 @@ def train_one_epoch(
         if mix is not None:  # MixUp / CutMix: y becomes soft (B, K) targets
             x, y = mix(x, y)
         clock.tick("data")  # fetching, augmenting and normalizing the batch
-        lr = apply_schedule(optimizer, budget.progress(step, total_steps), sched)
+        if i % accum_steps == 0:  # the first batch of an optimizer step
+            lr = apply_schedule(optimizer, budget.progress(step, total_steps), sched)
         with autocast(device, amp_dtype):
             out = model(x)
             loss = F.cross_entropy(out, y, weight=class_weights, label_smoothing=label_smoothing)
         clock.tick("forward")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        steps_now = (i + 1) % accum_steps == 0 or i + 1 == n_batches
+        # DistributedDataParallel: gradients are averaged over the processes once per optimizer step
+        sync = contextlib.nullcontext() if steps_now or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            scaler.scale(loss / accum_steps if accum_steps > 1 else loss).backward()
         clock.tick("backward")
-        scaler.step(optimizer)
-        scaler.update()
-        if ema is not None:
-            ema.update_parameters(model)
+        if steps_now:
+            if clip_grad:
+                scaler.unscale_(optimizer)  # clip the true gradients (fp16 scales them)
+                torch.nn.utils.clip_grad_norm_(params, clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update_parameters(model)
+            step += 1
         clock.tick("optimizer")
-        step += 1
         loss_sum += loss.detach() * len(y)
         correct += (out.argmax(1) == (y.argmax(1) if y.ndim == 2 else y)).sum()
         seen += len(y)
@@ -179,6 +208,7 @@ def fit(
     patience: int = 0, budget: Budget | None = None, limit_batches: int | None = None,
     show_progress: bool = True, resume: bool = False, small_crop: tuple[int, float] | None = None,
     class_weights: torch.Tensor | None = None, mix: Callable | None = None, dist: Dist = SINGLE,
+    accum_steps: int = 1, clip_grad: float | None = None, monitor: str = "val_acc",
 ) -> FitResult:
     """Train for `epochs` (or until the time budget or early stopping), validating after each epoch.
 
@@ -187,13 +217,18 @@ def fit(
     = (side, share): epochs that start before that share of training train on random crops of that side.
     `mix(x, y) -> (x, soft y)` transforms each training batch (MixUp / CutMix). With `dist` (several
     processes, see imgcls.training.distributed) the epoch's loss and accuracy are summed over the
-    processes, validation logits gathered, and only rank 0 writes files.
+    processes, validation logits gathered, and only rank 0 writes files. `monitor` (a MONITORS key)
+    picks the best epoch and drives early stopping; `accum_steps` and `clip_grad`: see `train_one_epoch`.
     """
+    if monitor not in MONITORS:
+        raise ValueError(f"monitor must be one of {', '.join(MONITORS)}, got {monitor!r}")
+    sign = MONITORS[monitor]
     budget = budget or Budget()
     steps_per_epoch = min(len(train_loader), limit_batches or len(train_loader))
-    total_steps = epochs * steps_per_epoch
+    total_steps = epochs * -(-steps_per_epoch // accum_steps)  # optimizer steps
     history: list[dict] = []
     start_epoch, step, best_acc, best_epoch, bad_epochs, images_seen = 0, 0, -math.inf, 0, 0, 0
+    best_score = -math.inf  # sign x the monitored value of the best epoch
     state_path = run_dir / "state.safetensors"
     if resume:
         if dist.is_main:
@@ -203,6 +238,7 @@ def fit(
                           device=device)
         start_epoch, step, history = info["epoch"], info["step"], info["history"]
         best_acc, best_epoch, bad_epochs = info["best_acc"], info["best_epoch"], info["bad_epochs"]
+        best_score = info.get("best_score", best_acc)
         budget.spent_before, images_seen = info["train_seconds"], info.get("images_seen", 0)
         if dist.is_main:
             write_results(history, run_dir / "results.csv")  # a kill between state and results.csv loses no row
@@ -226,7 +262,7 @@ def fit(
                              total_steps=total_steps, budget=budget, device=device, amp_dtype=amp_dtype, scaler=scaler,
                              label_smoothing=label_smoothing, ema=ema, limit_batches=limit_batches,
                              desc=f"epoch {epoch + 1}/{epochs}", show_progress=show_progress,
-                             class_weights=class_weights, mix=mix)
+                             class_weights=class_weights, mix=mix, accum_steps=accum_steps, clip_grad=clip_grad)
         if dist.enabled:  # the epoch's numbers over all processes
             loss_sum, correct, seen = all_sum(dist, [tr["loss"] * tr["images"], tr["acc"] * tr["images"], tr["images"]])
             tr.update(loss=loss_sum / max(seen, 1), acc=correct / max(seen, 1), images=int(seen))
@@ -234,7 +270,7 @@ def fit(
         for k, v in tr["phases"].items():
             phases[k] = phases.get(k, 0.0) + v
         row = {"epoch": epoch + 1, "train_loss": round(tr["loss"], 6), "train_acc": round(tr["acc"], 6),
-               "val_loss": None, "val_acc": None, "lr": round(tr["lr"], 8)}
+               "val_loss": None, "val_acc": None, "val_f1": None, "lr": round(tr["lr"], 8)}
         if val_loader is not None:
             t_val = time.perf_counter()
             logits, labels = predict_logits(eval_model, val_loader, device=device, amp_dtype=amp_dtype)
@@ -242,17 +278,20 @@ def fit(
             phases["validation"] = phases.get("validation", 0.0) + time.perf_counter() - t_val
             row["val_loss"] = round(F.cross_entropy(logits, labels).item(), 6)
             row["val_acc"] = round((logits.argmax(1) == labels).float().mean().item(), 6)
+            row["val_f1"] = round(macro_f1(logits.argmax(1), labels, logits.shape[1]), 6)
         row["seconds"] = round(time.perf_counter() - t0, 3)
         history.append(row)
-        improved = val_loader is None or row["val_acc"] > best_acc
+        improved = val_loader is None or sign * row[monitor] > best_score
         if improved:
+            best_score = sign * row[monitor] if val_loader is not None else -math.inf
             best_acc = row["val_acc"] if val_loader is not None else -math.inf
             best_epoch, bad_epochs = epoch + 1, 0
         else:
             bad_epochs += 1
-        metrics = {k: row[k] for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")}
+        metrics = {k: row[k] for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1")}
         done = epoch + 1 == epochs or budget.exhausted() or (patience and bad_epochs >= patience)
-        info = {"epoch": epoch + 1, "step": step, "history": history, "best_acc": best_acc, "best_epoch": best_epoch,
+        info = {"epoch": epoch + 1, "step": step, "history": history, "best_acc": best_acc, "best_score": best_score,
+                "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs, "train_seconds": budget.elapsed(), "images_seen": images_seen,
                 "finished": bool(done)}
         if dist.is_main:  # one process writes: models, the training state, then results.csv
@@ -267,7 +306,7 @@ def fit(
         barrier(dist)  # the others wait until the state is on disk (a resume finds it whole)
         if patience and bad_epochs >= patience:
             stopped_early = True
-            tqdm.write(f"early stopping: no val improvement for {patience} epochs (best epoch {best_epoch})")
+            tqdm.write(f"early stopping: no {monitor} improvement for {patience} epochs (best epoch {best_epoch})")
             break
     return FitResult(phases=phases, history=history, best_epoch=best_epoch, best_val_acc=None if best_acc == -math.inf else best_acc,
                      train_seconds=budget.elapsed(), stopped_early=stopped_early, images_seen=images_seen)

@@ -205,7 +205,8 @@ def _train(cfg: Configs, *, budget_from: float | None) -> TrainResult:
                  label_smoothing=t.label_smoothing, ema=ema, patience=t.patience, budget=budget,
                  limit_batches=t.limit_batches, show_progress=t.progress and dist.is_main, resume=bool(t.resume),
                  small_crop=(a.small_crop, a.small_crop_until) if a.small_crop else None,
-                 class_weights=s.class_weights, mix=batch_mix(a, len(s.bundle.classes)), dist=dist)
+                 class_weights=s.class_weights, mix=batch_mix(a, len(s.bundle.classes)), dist=dist,
+                 accum_steps=t.accum_steps, clip_grad=t.clip_grad, monitor=t.monitor)
     if not result.history:
         raise ImgclsError(f"no epoch was trained in {run_dir} (the time budget is too small for one epoch)")
     # Training is over: the processes part here, and rank 0 alone scores the model (no collective can
