@@ -212,6 +212,85 @@ def folder(root: Path, *, channels: int | None, image_size: int | None, small_ma
                               workers=workers)
 
 
+# ---------------------------------------------------------------- labels from a CSV file
+
+CSV_SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+CSV_HEADERS = ({"path", "file", "filename", "image", "filepath"}, {"label", "class", "target"})
+
+
+def read_label_csv(path: Path) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
+    """{split: (files, labels)} from rows `path,label[,split]` (paths relative to the CSV's folder), and one note per bad row.
+
+    A header row is recognised by its names (path/file/filename/image, label/class/target). A row with
+    the wrong number of columns, an empty label or path, an unknown split, or a file that is missing or
+    not an image is named with its line number and skipped; no good row at all is an error.
+    """
+    import csv
+
+    from PIL import Image
+
+    if not path.is_file():
+        raise ImgclsError(f"data=csv: {path} is not a file (data.root=FILE.csv with rows path,label[,split])")
+    base, rows, notes = path.parent, {}, []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        for n, row in enumerate(csv.reader(f), start=1):
+            cells = [c.strip() for c in row]
+            if not any(cells) or cells[0].startswith("#"):
+                continue
+            if n == 1 and cells[0].lower() in CSV_HEADERS[0] and len(cells) > 1 and cells[1].lower() in CSV_HEADERS[1]:
+                continue
+            where = f"{path.name} line {n}"
+            if len(cells) not in (2, 3):
+                notes.append(f"{where}: {len(cells)} columns, expected path,label[,split]; skipped")
+                continue
+            file, label, split = cells[0], cells[1], cells[2].lower() if len(cells) == 3 and cells[2] else "train"
+            if not file or not label:
+                notes.append(f"{where}: empty {'path' if not file else 'label'}; skipped")
+                continue
+            if split not in CSV_SPLITS:
+                notes.append(f"{where}: split {cells[2]!r} is not train, val or test; skipped")
+                continue
+            full = Path(file) if Path(file).is_absolute() else base / file
+            if not full.is_file():
+                notes.append(f"{where}: {full} does not exist; skipped")
+                continue
+            try:  # the header only: cheap, and it catches files that are not images at all
+                with Image.open(full) as img:
+                    img.size  # noqa: B018
+            except Exception as e:  # noqa: BLE001 - PIL raises many types for a bad file
+                notes.append(f"{where}: {full} is not a readable image ({type(e).__name__}); skipped")
+                continue
+            files, labels = rows.setdefault(CSV_SPLITS[split], ([], []))
+            files.append(str(full))
+            labels.append(label)
+    if not rows.get("train"):
+        detail = "; ".join(notes[:5]) or "it has no rows"
+        raise ImgclsError(f"data=csv: no usable training row in {path} ({detail})")
+    return rows, notes
+
+
+@register_source("csv")
+def csv_labels(root: Path, *, channels: int | None, image_size: int | None, small_max: int, cache_dir: str | None,
+               workers: int, download: bool) -> DataBundle:
+    """Images listed in a CSV file (data.root=FILE.csv): rows path,label[,split], classes from the training rows."""
+    rows, notes = read_label_csv(root)
+    classes = sorted(set(rows["train"][1]))
+    index = {c: i for i, c in enumerate(classes)}
+    scanned = {}
+    for split, (files, labels) in rows.items():
+        notes += [f"{root.name}: {f} ({split}) has label {lab!r}, which no training row has; skipped"
+                  for f, lab in zip(files, labels) if lab not in index]
+        kept = [(f, index[lab]) for f, lab in zip(files, labels) if lab in index]
+        scanned[split] = ([f for f, _ in kept], [y for _, y in kept])
+    if len(classes) < 2:
+        raise ImgclsError(f"data=csv: only one class ({classes[0]}) in the training rows of {root}")
+    b = bundle_from_files("csv", classes, {k: v for k, v in scanned.items() if v[0]}, channels=channels or 3,
+                          image_size=image_size, small_max=small_max, cache_dir=cache_dir, mean=IMAGENET_MEAN,
+                          std=IMAGENET_STD, workers=workers)
+    b.notes[:0] = notes
+    return b
+
+
 # ---------------------------------------------------------------- torchvision data sets
 
 
