@@ -108,7 +108,7 @@ class TrainerConfig:
     project: str = "runs"  # parent folder of run folders
     name: str | None = None  # run folder name; None = "<data>-<model>"; a taken name gets -2, -3, ...
     resume: Any = False  # true = continue the latest run named `name`; or a run folder path
-    progress: bool = True  # progress bar
+    progress: bool | None = None  # progress bars; null = on when the output is a terminal (or as $IMGCLS_PROGRESS says)
     limit_batches: int | None = None  # stop each epoch after N batches (quick tests)
     time_budget: float | None = None  # wall seconds from process start to test metrics; the schedule adapts to fit
     tta: int = 0  # test-time augmentation level of the final test evaluation: 0 none, 1 mirror, 2 mirror + shifts

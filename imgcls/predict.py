@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from imgcls.data.file_loader import eval_transform
 from imgcls.data.image_io import is_image_file, open_image, to_mode
 from imgcls.device import select_device
 from imgcls.errors import ImgclsError
 from imgcls.models import load_model
+from imgcls.progress import progress_bar
 from imgcls.run_dir import new_run_dir
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
@@ -184,8 +183,8 @@ def predict_to_csv(ckpt: str | os.PathLike, source: str | os.PathLike, out_dir: 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "predictions.csv"
     results = []
-    show = sys.stderr.isatty() if progress is None else progress
-    with open(path, "w", newline="") as f, tqdm(total=len(files), desc="predict", unit="img", disable=not show) as bar:
+    with open(path, "w", newline="") as f, progress_bar(desc="predict", total=len(files), unit="img", progress=progress,
+                                                         leave=True) as bar:
         w = csv.writer(f)
         w.writerow(["path", "label", "score", "top_k", "error"])
         for i, r in enumerate(predictor.predict_iter(files, top_k, skip_errors=True)):

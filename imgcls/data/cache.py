@@ -22,7 +22,7 @@ def default_cache_dir(cache_dir: str | None) -> Path:
 
 def decode_images(
     paths: list[str], size: tuple[int, int], channels: int, cache_dir: str | None = None, workers: int = 2,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> tuple[torch.Tensor, list[int], list[str]]:
     """Decode `paths` to uint8 (N, C, H, W), resized to `size`, using the cache when it matches.
 

@@ -26,6 +26,7 @@ from typing import Any
 from imgcls.atomic import write_text_atomic
 from imgcls.data.image_io import IMAGE_EXTENSIONS, check_regular_file, decode_image
 from imgcls.errors import ImgclsError
+from imgcls.progress import progress_bar
 
 SCAN_VERSION = 1
 
@@ -207,11 +208,17 @@ def scan_folders(files: dict[str, list[tuple[str, str]]], root: Path, *, cache_d
                 hits += 1
             else:
                 todo.append((split, cls, path))
+    bar = progress_bar(desc="doctor: reading files", total=len(todo), unit="file")
     if workers > 1 and len(todo) > 2000:
         with ProcessPoolExecutor(workers) as pool:
-            scans += list(pool.map(scan_file, todo, chunksize=256))
+            for s in pool.map(scan_file, todo, chunksize=256):
+                scans.append(s)
+                bar.update()
     else:
-        scans += [scan_file(j) for j in todo]
+        for j in todo:
+            scans.append(scan_file(j))
+            bar.update()
+    bar.close()
     if use_cache:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         doc = {"version": SCAN_VERSION, "root": str(root),

@@ -94,7 +94,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
                       resize=b.resize, notes=b.notes, flip_ok=b.flip_ok, **splits)
 
 
-def store_photos(bundle: DataBundle, *, cache_dir: str | Path, workers: int = 2, progress: bool = True
+def store_photos(bundle: DataBundle, *, cache_dir: str | Path, workers: int = 2, progress: bool | None = None
                  ) -> tuple[DataBundle, list[str]]:
     """`bundle` with every photo split decoded once into a store at the evaluation resize (`bundle.resize`).
 

@@ -30,6 +30,7 @@ from PIL import Image
 from imgcls.atomic import atomic_path, write_text_atomic
 from imgcls.data.image_io import check_regular_file, decode_image
 from imgcls.errors import ImgclsError
+from imgcls.progress import progress_bar
 
 STORE_VERSION = 1  # bump when the decoding below changes
 PARALLEL_FROM = 1000  # files; fewer are decoded in this process (a pool's start-up would cost more than it saves)
@@ -116,7 +117,7 @@ class Stored:
 
 
 def build_store(paths: list[str], size: tuple[int, int], channels: int, *, fit: str = "crop",
-                cache_dir: str | os.PathLike, workers: int = 2, progress: bool = True,
+                cache_dir: str | os.PathLike, workers: int = 2, progress: bool | None = None,
                 desc: str = "decoding") -> tuple[Stored, list[str]]:
     """Decode `paths` once into the store (or open the one already there); (stored images, error messages)."""
     folder = Path(cache_dir)
@@ -135,17 +136,14 @@ def build_store(paths: list[str], size: tuple[int, int], channels: int, *, fit: 
 
 
 def _build(paths: list[str], size: tuple[int, int], channels: int, fit: str, npy: Path, meta: Path, workers: int,
-           progress: bool, desc: str) -> tuple[Stored, list[str]]:
-    from tqdm import tqdm
-
+           progress: bool | None, desc: str) -> tuple[Stored, list[str]]:
     npy.parent.mkdir(parents=True, exist_ok=True)
     rows = np.full(len(paths), -1, dtype=np.int64)
     errors: list[str] = []
     with atomic_path(npy) as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), channels, *size))
-        # a bar on a terminal (disable=None: off when stderr is not one), for sets big enough to wait for
-        bar = tqdm(total=len(paths), desc=desc, unit="img", disable=True if not progress or len(paths) < PARALLEL_FROM else None,
-                   mininterval=1.0, leave=False)
+        # a bar (on a terminal, see imgcls.progress) for sets big enough to wait for
+        bar = progress_bar(desc=desc, total=len(paths), unit="img", progress=progress if len(paths) >= PARALLEL_FROM else False)
         r = 0
         for i, result in enumerate(_decoded(paths, size, channels, fit, workers)):
             if isinstance(result, str):

@@ -23,6 +23,7 @@ from imgcls.deploy.runtime import META_KEY, PARITY_KEY, PT2_META, PT2_PARITY, On
 from imgcls.errors import ImgclsError
 from imgcls.modelfile import ModelMeta
 from imgcls.models import load_model
+from imgcls.progress import progress_bar
 from imgcls.run_dir import refuse_overwrite
 
 FORMATS = ("onnx", "pt2")
@@ -90,8 +91,11 @@ class _Stub(torch.nn.Module):
 
 
 @torch.no_grad()
-def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    return torch.cat([fn(x[i:i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)])
+def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 256,
+            desc: str | None = None) -> torch.Tensor:
+    starts = range(0, len(x), batch_size)
+    return torch.cat([fn(x[i:i + batch_size]).float().cpu()
+                      for i in (progress_bar(starts, desc=desc, unit="batch") if desc else starts)])
 
 
 def compare(ref: torch.Tensor, got: torch.Tensor, *, source: str, atol: float, min_agreement: float) -> Parity:
@@ -169,14 +173,14 @@ def export(ckpt: str | os.PathLike, format: str = "onnx", out: str | os.PathLike
     tmp = tmp_dir / out.name
     try:
         meta_json = model.meta.to_json()
-        ref = batched(model, x)
+        ref = batched(model, x, desc="export check: PyTorch")
         if format == "onnx":
             export_onnx(model, sample, tmp, opset=opset)
             set_onnx_metadata(tmp, {META_KEY: meta_json})
-            got = batched(OnnxModel(tmp), x)
+            got = batched(OnnxModel(tmp), x, desc="export check: onnxruntime")
         else:
             program = export_pt2(model, sample, tmp, {PT2_META: meta_json})
-            got = batched(Pt2Model(tmp), x)
+            got = batched(Pt2Model(tmp), x, desc="export check: .pt2")
         parity = compare(ref, got, source=source, atol=atol, min_agreement=min_agreement)
         record = json.dumps({**asdict(parity), "passed": parity.passed})
         if format == "onnx":

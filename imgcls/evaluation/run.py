@@ -40,7 +40,8 @@ def evaluate_model(model: nn.Module, bundle: DataBundle, split: str, out_dir: Pa
     if data is None or len(data) == 0:
         raise ImgclsError(f"data set {bundle.name!r} has no {split!r} split; choose split=train|val|test")
     loader = make_loader(bundle, data, train=False, batch_size=batch_size, device=device, workers=workers)
-    logits, labels, plain = predict_logits(model, loader, device=device, amp_dtype=amp_dtype, tta=tta, with_plain=True)
+    logits, labels, plain = predict_logits(model, loader, device=device, amp_dtype=amp_dtype, tta=tta, with_plain=True,
+                                           desc=f"evaluate {split}")
     metrics = compute_metrics(logits, labels, bundle.classes, loss=F.cross_entropy(logits, labels).item())
     metrics["split"], metrics["tta"] = split, tta
     if tta:  # what TTA adds: the plain view's top-1 from the same pass

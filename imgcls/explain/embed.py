@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from safetensors.torch import load_file, save_file
 
 from imgcls.errors import ImgclsError
+from imgcls.progress import progress_bar
 
 
 def embed_batch(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -32,7 +33,7 @@ def embed_batch(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 def embed_loader(model: torch.nn.Module, loader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     feats, labels = [], []
-    for x, y in loader:
+    for x, y in progress_bar(loader, desc="embed", unit="batch"):
         feats.append(embed_batch(model, x.to(device)))
         labels.append(y.cpu())
     return torch.cat(feats), torch.cat(labels)
@@ -144,7 +145,9 @@ def build_index(predictor, folder: str | os.PathLike, ckpt: str | os.PathLike, *
             return SearchIndex(paths=json.loads(meta["paths"]), features=load_file(str(index_path))["features"],
                                path=index_path)
     feats, kept = [], []
+    bar = progress_bar(desc="search: indexing", total=len(files), unit="img")
     for i in range(0, len(files), batch_size):
+        bar.update(min(batch_size, len(files) - i))
         images, ok = [], []
         for f in files[i:i + batch_size]:
             try:
@@ -156,6 +159,7 @@ def build_index(predictor, folder: str | os.PathLike, ckpt: str | os.PathLike, *
             x = torch.stack([predictor.transform(im) for im in images]).to(predictor.device)
             feats.append(embed_batch(predictor.model, x))
             kept += ok
+    bar.close()
     features = torch.nn.functional.normalize(torch.cat(feats), dim=1)
     save_file({"features": features.contiguous()}, str(index_path), metadata={"fingerprint": fp, "paths": json.dumps(kept)})
     return SearchIndex(paths=kept, features=features, path=index_path)

@@ -36,6 +36,7 @@ from imgcls.evaluation import evaluate_model, plot_learning_curves
 from imgcls.evaluation.calibration import fit_temperature
 from imgcls.evaluation.infer import predict_logits
 from imgcls.modelfile import ModelMeta, load_weights, read_meta, save_model
+from imgcls.progress import show_progress
 from imgcls.run_dir import new_run_dir, resume_dir
 from imgcls.setup import (  # noqa: F401
     Configs,
@@ -203,7 +204,7 @@ def _train(cfg: Configs, *, budget_from: float | None) -> TrainResult:
     result = fit(train_net, train_dl, val_dl, s.optimizer, run_dir=run_dir, epochs=t.epochs, sched=cfg.sched,
                  device=s.device, amp_dtype=dtype, scaler=grad_scaler(s.device, dtype), save_model=save,
                  label_smoothing=t.label_smoothing, ema=ema, patience=t.patience, budget=budget,
-                 limit_batches=t.limit_batches, show_progress=t.progress and dist.is_main, resume=bool(t.resume),
+                 limit_batches=t.limit_batches, show_progress=show_progress(t.progress) and dist.is_main, resume=bool(t.resume),
                  small_crop=(a.small_crop, a.small_crop_until) if a.small_crop else None,
                  class_weights=s.class_weights, mix=batch_mix(a, len(s.bundle.classes)), dist=dist,
                  accum_steps=t.accum_steps, clip_grad=t.clip_grad, monitor=t.monitor)
