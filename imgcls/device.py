@@ -117,8 +117,11 @@ def cpu_info(cpuinfo: str | None = None) -> CpuInfo:
     return CpuInfo(name=name or platform.processor() or "unknown CPU", flags=flags or frozenset(), capability=capability)
 
 
-def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """bf16 on CUDA when supported, else fp16; None (fp32) on CPU and MPS, where low precision is slower here."""
+def amp_dtype(device: torch.device, amp: bool, cpu_bf16: bool = False) -> torch.dtype | None:
+    """CUDA (with `amp`): bf16 when supported, else fp16. CPU: bf16 when `cpu_bf16` (decided by setup, which
+    checks the CPU and measures), else None (fp32). MPS: fp32."""
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_bf16 else None
     if not amp or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

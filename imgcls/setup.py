@@ -270,13 +270,11 @@ def batches_that_fit(net: nn.Module, bundle: DataBundle, t: TrainerConfig, devic
 # ---------------------------------------------------------------- a recipe sized to the machine
 
 
-def size_to_machine(cfg: Configs, bundle: DataBundle, device: torch.device, channels_last: bool,
-                    seconds_left: Callable[[], float]) -> tuple[ModelConfig, list[str]]:
-    """cfg.model with the `trainer.size_choices` candidate that fits the time budget (imgcls.sizing), and what was measured."""
-    from imgcls.sizing import PROBE_TRAIN, choose_size, measured_costs
+def _probe(cfg: Configs, bundle: DataBundle, device: torch.device, channels_last: bool):
+    """A batch (x, y) of the run's own images for timing steps, and `build(args)`: a net of cfg.model with args overrides."""
+    from imgcls.sizing import PROBE_TRAIN
 
-    t = cfg.trainer
-    x = first_images(bundle, min(PROBE_TRAIN, len(bundle.train), t.batch_size), device)
+    x = first_images(bundle, min(PROBE_TRAIN, len(bundle.train), cfg.trainer.batch_size), device)
     y = torch.arange(len(x), device=device) % len(bundle.classes)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -286,8 +284,39 @@ def size_to_machine(cfg: Configs, bundle: DataBundle, device: torch.device, chan
         net.to(device)
         return net.to(memory_format=torch.channels_last) if channels_last else net
 
+    return x, y, build
+
+
+def cpu_bf16_choice(cfg: Configs, bundle: DataBundle, device: torch.device, channels_last: bool) -> tuple[bool, str]:
+    """trainer.cpu_bf16 on a CPU: (whether to train with bf16 autocast, the line saying why).
+
+    Only a CPU with native bf16 (AVX512_BF16 or AMX, read from its flags) qualifies, and only when a
+    training step of the run's net (the first of trainer.size_choices) is measured faster in bf16.
+    """
+    from imgcls.device import cpu_info
+    from imgcls.sizing import BF16_MIN_SPEEDUP, bf16_speedup
+
+    info = cpu_info()
+    if not info.native_bf16:
+        return False, f"trainer.cpu_bf16: fp32, as this CPU has no native bf16 arithmetic ({info.describe()})"
+    t = cfg.trainer
+    x, y, build = _probe(cfg, bundle, device, channels_last)
+    speedup = bf16_speedup(build(t.size_choices[0] if t.size_choices and t.time_budget else {}), x, y)
+    if speedup < BF16_MIN_SPEEDUP:
+        return False, f"trainer.cpu_bf16: fp32, as a bf16 step measured {speedup:.2f}x as fast here ({info.describe()})"
+    return True, f"trainer.cpu_bf16: bf16 autocast, a step measured {speedup:.2f}x as fast as fp32 here ({info.describe()})"
+
+
+def size_to_machine(cfg: Configs, bundle: DataBundle, device: torch.device, channels_last: bool,
+                    seconds_left: Callable[[], float]) -> tuple[ModelConfig, list[str]]:
+    """cfg.model with the `trainer.size_choices` candidate that fits the time budget (imgcls.sizing), and what was measured."""
+    from imgcls.sizing import choose_size, measured_costs
+
+    t = cfg.trainer
+    x, y, build = _probe(cfg, bundle, device, channels_last)
+    dtype = torch.bfloat16 if t.cpu_bf16 and device.type == "cpu" else None
     scored = bundle.test if bundle.test is not None and len(bundle.test) else bundle.val
-    choice = choose_size(measured_costs(list(t.size_choices), build, x, y, tta=t.tta), seconds=seconds_left,
+    choice = choose_size(measured_costs(list(t.size_choices), build, x, y, tta=t.tta, dtype=dtype), seconds=seconds_left,
                          n_train=len(bundle.train), n_eval=len(scored) if scored is not None else 0,
                          min_epochs=t.size_min_epochs)
     index = [c for c, _ in choice.measured].index(choice.cost)
@@ -352,8 +381,14 @@ def setup(cfg: Configs, *, device: torch.device | None = None, restore: bool = F
     channels_last = t.channels_last if t.channels_last is not None else device.type == "cuda"
     if t.size_choices and not t.time_budget:
         messages.append("note: trainer.size_choices is ignored without trainer.time_budget (the model is trained as given)")
+    cfg = dataclasses.replace(cfg, data=dcfg)
+    if t.cpu_bf16 and device.type == "cpu":  # on only where this CPU has native bf16 and a step measures faster with it
+        use, line = cpu_bf16_choice(cfg, bundle, device, channels_last)
+        t = dataclasses.replace(t, cpu_bf16=use)
+        cfg = dataclasses.replace(cfg, trainer=t)
+        messages.append(line)
+        seed_everything(t.seed)
     if t.size_choices and t.time_budget and not restore:
-        cfg = dataclasses.replace(cfg, data=dcfg)
         if seconds_left is None:
             started = time.perf_counter()
             seconds_left = lambda: t.time_budget - (time.perf_counter() - started)  # noqa: E731

@@ -13,6 +13,7 @@ last (smallest). The time schedule (`Budget`) then fits the chosen net's epochs 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -26,9 +27,10 @@ from imgcls.tta import tta_logits
 
 PROBE_TRAIN = 256  # images per timed training step (the real batch would cost seconds per candidate on a slow CPU)
 PROBE_EVAL = 200  # images per timed test batch
-# A 256-image step costs more per image than the recipe's 1000-2000-image steps; measured on the fast
-# net (docs/benchmarks.md, "Sizing to the machine"), so the estimate errs towards fewer epochs.
-TRAIN_PROBE_FACTOR = 1.0
+# What a training image costs at the recipe's batch (1000) over its cost in the 256-image probe: measured
+# 1.09 on the fast net (an AMD EPYC with AVX-512: 97 s against 89 s per 50,000 images, docs/benchmarks.md).
+TRAIN_PROBE_FACTOR = 1.09
+BF16_MIN_SPEEDUP = 1.1  # bf16 autocast on a CPU is used only when its training step is at least this much faster
 
 
 @dataclass
@@ -94,26 +96,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def measure_cost(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tta: int, eval_images: int = PROBE_EVAL) -> tuple[float, float]:
+def measure_cost(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tta: int, eval_images: int = PROBE_EVAL,
+                 dtype: torch.dtype | None = None) -> tuple[float, float]:
     """(seconds per training image, seconds per test image) of `net` on batch (x, y), on x's device.
 
     Each pass runs twice and the second is timed: the first pays for one-off kernel set-up (oneDNN
     primitives, cuDNN autotuning). The training pass is forward + backward (the optimizer's step is
-    under 1% of a step on the nets sized here). Gradients are dropped afterwards.
+    under 1% of a step on the nets sized here). Gradients are dropped afterwards. `dtype`: autocast
+    (bf16), as the run will train.
     """
+    cast = (lambda: torch.autocast(x.device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
     was_training = net.training
     times = []
     net.train()
     for _ in range(2):
         t = time.perf_counter()
-        F.cross_entropy(net(x), y).backward()
+        with cast():
+            loss = F.cross_entropy(net(x), y)
+        loss.backward()
         _sync(x.device)
         times.append(time.perf_counter() - t)
     net.zero_grad(set_to_none=True)
     train_image = times[-1] / len(x) * TRAIN_PROBE_FACTOR
     xe = x[:eval_images]
     net.eval()
-    with torch.no_grad():
+    with torch.no_grad(), cast():
         for _ in range(2):
             t = time.perf_counter()
             tta_logits(net, xe, tta)
@@ -124,10 +131,17 @@ def measure_cost(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tta: int, 
 
 
 def measured_costs(candidates: list[dict[str, Any]], build: Callable[[dict[str, Any]], nn.Module], x: torch.Tensor,
-                   y: torch.Tensor, *, tta: int) -> Iterator[Cost]:
+                   y: torch.Tensor, *, tta: int, dtype: torch.dtype | None = None) -> Iterator[Cost]:
     """Build and time each candidate in turn (lazily: for `choose_size`)."""
     for args in candidates:
         net = build(args)
-        train_image, eval_image = measure_cost(net, x, y, tta=tta)
+        train_image, eval_image = measure_cost(net, x, y, tta=tta, dtype=dtype)
         del net
         yield Cost(dict(args), train_image, eval_image)
+
+
+def bf16_speedup(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """fp32 seconds over bf16-autocast seconds of one training step of `net` on (x, y) (> 1: bf16 is faster)."""
+    fp32 = measure_cost(net, x, y, tta=0, eval_images=1)[0]
+    bf16 = measure_cost(net, x, y, tta=0, eval_images=1, dtype=torch.bfloat16)[0]
+    return fp32 / bf16

@@ -192,7 +192,7 @@ def _train(cfg: Configs, *, budget_from: float | None) -> TrainResult:
     save = _saver(s, run_dir, dist, calibration)
     test_split = "test" if s.bundle.test is not None and len(s.bundle.test) else \
         "val" if s.bundle.val is not None else None
-    dtype = pick_amp_dtype(s.device, cfg.trainer.amp)
+    dtype = pick_amp_dtype(s.device, cfg.trainer.amp, cfg.trainer.cpu_bf16)
     budget = _budget(s, net, dist, dtype, test_split, spent=age_at_start + time.perf_counter() - t_start, say=say)
     arch = f"{s.cfg.model.name} {s.cfg.model.args['arch']}" if "arch" in s.cfg.model.args else s.cfg.model.name
     say(f"training {arch} on {s.bundle.name} ({len(s.bundle.train)} train, "

@@ -151,3 +151,28 @@ def test_experiment_cifar10_is_the_recipe_for_the_device(monkeypatch, capsys):
     assert "a CUDA GPU (NVIDIA H200)" in capsys.readouterr().out
     assert _device_recipe([*argv, "trainer.device=cpu"])[1] == "experiment=cifar10_cpu10"  # the device asked for wins
     assert _device_recipe(["experiment=cifar10_fast"]) == ["experiment=cifar10_fast"]  # a named recipe is kept
+
+
+def test_cpu_bf16_only_with_native_bf16_and_a_measured_gain(monkeypatch):
+    import imgcls.device
+    import imgcls.sizing
+    from imgcls.device import amp_dtype
+    from imgcls.setup import cpu_bf16_choice
+
+    cfg = tiny(size_choices=[NARROW])
+    s = setup(cfg, seconds_left=lambda: 1e6)
+    no_bf16 = CpuInfo("AVX2 box", frozenset({"avx2"}), "AVX2")
+    monkeypatch.setattr(imgcls.device, "cpu_info", lambda: no_bf16)
+    use, line = cpu_bf16_choice(s.cfg, s.bundle, torch.device("cpu"), False)
+    assert not use and "no native bf16" in line and "AVX2 box" in line
+    monkeypatch.setattr(imgcls.device, "cpu_info", lambda: CpuInfo("bf16 box", frozenset({"avx512_bf16"}), "AVX512"))
+    for speedup, expected in ((1.8, True), (1.0, False)):
+        monkeypatch.setattr(imgcls.sizing, "bf16_speedup", lambda *a, v=speedup: v)
+        use, line = cpu_bf16_choice(s.cfg, s.bundle, torch.device("cpu"), False)
+        assert use is expected and f"{speedup:.2f}x" in line
+    # the decision reaches the run: bf16 autocast on the CPU only when setup kept it
+    assert amp_dtype(torch.device("cpu"), True, True) == torch.bfloat16
+    assert amp_dtype(torch.device("cpu"), True, False) is None
+    monkeypatch.setattr(imgcls.sizing, "bf16_speedup", lambda *a: 1.8)
+    on = setup(tiny(size_choices=[NARROW], cpu_bf16=True), seconds_left=lambda: 1e6)
+    assert on.cfg.trainer.cpu_bf16 is True and any(m.startswith("trainer.cpu_bf16: bf16 autocast") for m in on.messages)
