@@ -73,7 +73,8 @@ def run_seed(experiment: str, seed: int, overrides: list[str], project: str) -> 
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     r = json.loads(line[7:])
     r["epochs_seen"] = r["profile"]["images_seen"] / r["profile"]["train_images"]  # fractional: a budget stops mid-epoch
-    return {**r, "wall_seconds": wall, "first_lines": [ln for ln in p.stdout.splitlines() if ln.startswith(("recipe:", "sized"))]}
+    chosen = ("recipe:", "sized", "trainer.cpu_bf16", "model=auto")  # what the run measured and chose
+    return {**r, "wall_seconds": wall, "first_lines": [ln for ln in p.stdout.splitlines() if ln.startswith(chosen)]}
 
 
 def warm_cache(experiment: str, overrides: list[str]) -> None:

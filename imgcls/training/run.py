@@ -310,8 +310,11 @@ def _budget(s: Setup, net: nn.Module, dist: Dist, dtype, test_split: str | None,
     if not t.time_budget:
         return Budget(None)
     reserve = estimate_eval_seconds(net, s.bundle, test_split, t, s.device, dtype) if test_split else 0.0
-    if test_split == "test" and s.bundle.val is not None and len(s.bundle.val):  # the plain pass that fits T on val
-        reserve += estimate_eval_seconds(net, s.bundle, "val", dataclasses.replace(t, tta=0), s.device, dtype)
+    if s.bundle.val is not None and len(s.bundle.val):
+        # plain passes over val after the budget runs out: the validation of the epoch it cut short, and (when a
+        # test split is scored) the one that fits the temperature
+        passes = 2 if test_split == "test" else 1
+        reserve += passes * estimate_eval_seconds(net, s.bundle, "val", dataclasses.replace(t, tta=0), s.device, dtype)
     # every process follows rank 0's budget and the slowest clock (see Budget.reduce)
     budget = Budget(broadcast(dist, t.time_budget - spent - reserve - BUDGET_MARGIN),
                     reduce=(lambda v: all_max(dist, v)) if dist.enabled else None)

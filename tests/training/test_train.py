@@ -76,7 +76,7 @@ def test_run_folder(colors):
     assert config["model"] == CNN and config["optim"]["lr"] == 0.05 and config["trainer"]["epochs"] == 3
 
     columns, rows = read_results(r.run_dir / "results.csv")
-    assert columns == RESULTS_COLUMNS == ["epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
+    assert columns == RESULTS_COLUMNS == ["epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr"]
     assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
     for row in rows:
         assert float(row["seconds"]) >= 0 and float(row["train_loss"]) > 0
