@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.cifar10_speed import cpu_name  # noqa: E402
+from benchmarks.cifar10_speed import cpu_flags  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -54,9 +54,12 @@ ZOO = [
      "imgcls train model=mobilenet_v2 model.width=0.25 model.last_channels=320"),
     ("fastnet 16-32-64 (CIFAR-10 study)", "fastnet", {"widths": [16, 32, 64]}, (3, 32), None, None, None,
      "imgcls train experiment=cifar10_ablation"),
-    ("fastnet 64-128-128 (cifar10_cpu10)", "fastnet", {"widths": [64, 128, 128]}, (3, 32), "cifar10_cpu10_tuning.json",
-     "cifar10_cpu10", ["trainer.tta=1"], "imgcls train experiment=cifar10_cpu10"),
-    ("fastnet 64-256-256 (cifar10_fast)", "fastnet", {}, (3, 32), None, None, None, "imgcls train experiment=cifar10_fast"),
+    ("fastnet 64-128-128 (cifar10_cpu10 before sizing, AVX2-only EPYC)", "fastnet", {"widths": [64, 128, 128]}, (3, 32),
+     "cifar10_cpu10_tuning.json", "cifar10_cpu10", ["trainer.tta=1"], "imgcls train experiment=cifar10_cpu10 (at that commit)"),
+    ("fastnet 64-256-256 (cifar10_fast, fp32)", "fastnet", {}, (3, 32), "cifar10_fast.json", "cifar10_fast", [],
+     "imgcls train experiment=cifar10_fast"),
+    ("fastnet 64-256-256 (cifar10_cpu10 sized: bf16, AVX-512 EPYC)", "fastnet", {}, (3, 32), "cifar10_cpu10_sized.json",
+     "cifar10_cpu10", [], "imgcls train experiment=cifar10_cpu10"),
     # photos (docs/photos.md): the from-scratch net and the fine-tuned ImageNet net, at the sizes model=auto picks on a CPU
     ("PhotoNet (photo_scratch)", "photonet", {}, (3, 112), "photos.json", "photo_scratch", [],
      "imgcls train experiment=photo_scratch data=caltech101"),
@@ -127,7 +130,7 @@ def main() -> None:
         saved = json.loads(path.read_text())
     else:
         torch.set_num_threads(os.cpu_count() or 1)
-        saved = {"hardware": f"{cpu_name()}, {os.cpu_count()} cores", "torch": torch.__version__,
+        saved = {"hardware": f"{cpu_flags()}, {os.cpu_count()} cores", "torch": torch.__version__,
                  "date": time.strftime("%Y-%m-%d"), "models": []}
         for label, name, args, (chans, side), *_ , command in ZOO:
             m = measure(name, args, chans, side)
