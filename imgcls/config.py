@@ -28,7 +28,7 @@ class DataConfig:
     std: list[float] | None = None  # per-channel std on [0, 1] pixels; None = the data set's published values
     small_max: int = 64  # images seen at most this many pixels a side (native, or image_size) are decoded once into a tensor cache
     cache_dir: str | None = None  # decode cache; None = $IMGCLS_CACHE, else ~/.cache/imgcls
-    workers: int = 2  # DataLoader workers for large images
+    workers: int = 2  # DataLoader workers for photos read from their files (decoded photos are cropped in the training process)
     # photos: decode and resize each file once (to the evaluation resize, ~1.14x image_size) into an on-disk store
     # read memory-mapped, so epochs crop uint8 arrays instead of decoding JPEGs; false = decode the files every epoch
     photo_cache: bool = True
