@@ -8,9 +8,10 @@
 Parts (results appended to benchmarks/results/photo_speed.json, a table in photo_speed.md):
 - `speed`: on the Caltech101 subset's real photos, at each size, images/s of data loading alone (one
   pass of the training loader, 2 workers) and of training MobileNetV2 on those batches, from files
-  decoded every epoch (`data.photo_cache=false`) and from the decode-once store (crops made by 2 loader
-  workers, and by the training process itself: `store-main`); the store's build time from a cold
-  cache; user and system CPU seconds of each pass (workers included).
+  decoded every epoch by 2 loader workers (`data.photo_cache=false`) and from the decode-once store
+  (cropped in the training process, as `make_loader` does for stored photos; the first recorded run
+  also had a `store` row with 2 workers and a `store-main` row without); the store's build time from a
+  cold cache; user and system CPU seconds of each pass (workers included).
 - `budget`: `imgcls train ... trainer.time_budget=T data.image_size=224` as its own process from a
   cold cache (an empty IMGCLS_CACHE: decoding counts), on the Caltech101 subset (model=auto finds the
   ImageNet weights in a temporary torch hub cache) and on a generated folder of 3,000 JPEG photos of
@@ -58,12 +59,12 @@ def cpu():
     return s.ru_utime + c.ru_utime, s.ru_stime + c.ru_stime
 b = load_data(DataConfig(name="folder", root=root, image_size=size, val_fraction=0))
 out = {"size": size, "mode": mode, "photos": len(b.train)}
-if mode.startswith("store"):
+if mode == "store":
     t = time.perf_counter()
     b, _ = store_photos(b, cache_dir=default_cache_dir(None) / "photos", workers=2, progress=False)
     out["store_build_s"] = time.perf_counter() - t
 def loader():
-    return make_loader(b, b.train, train=True, batch_size=32, workers=0 if mode == "store-main" else 2)
+    return make_loader(b, b.train, train=True, batch_size=32, workers=2)  # stored photos: make_loader uses none
 u0, s0 = cpu(); t = time.perf_counter(); n = 0
 for x, y in loader():
     n += len(x)
@@ -100,7 +101,7 @@ def speed(data: Path, sizes: list[int], steps: int, tmp: Path) -> list[dict]:
     root = data / "caltech101_subset" / "101_ObjectCategories"
     rows = []
     for size in sizes:
-        for mode in ("files", "store", "store-main"):  # store-main: the store's crops made in the training process
+        for mode in ("files", "store"):
             env = {**os.environ, "IMGCLS_CACHE": str(tmp / f"cache-{size}-{mode}")}  # cold: the store is built here
             r = run_worker(SPEED_WORKER, [str(root), str(size), mode, str(steps)], env)
             print(f"speed {size}px {mode}: load {r['load_images_per_s']:.0f} img/s (user {r['load_user_s']:.0f}s, "

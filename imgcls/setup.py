@@ -319,7 +319,7 @@ def size_to_machine(cfg: Configs, bundle: DataBundle, device: torch.device, chan
     choice = choose_size(measured_costs(list(t.size_choices), build, x, y, tta=t.tta, dtype=dtype), seconds=seconds_left,
                          n_train=len(bundle.train), n_eval=len(scored) if scored is not None else 0,
                          min_epochs=t.size_min_epochs)
-    index = [c for c, _ in choice.measured].index(choice.cost)
+    index = len(choice.measured) - 1  # the choice is the last candidate measured
     if torch.distributed.is_available() and torch.distributed.is_initialized():  # every process trains rank 0's pick
         box = [index]
         torch.distributed.broadcast_object_list(box, src=0)

@@ -191,3 +191,16 @@ def test_resume_matches_an_unbroken_run(image_folder, tmp_path, monkeypatch):
     assert_same_weights(a.last, b.last)
     assert_same_weights(a.best, b.best)
     assert b.metrics["top1"] == pytest.approx(a.metrics["top1"])
+
+
+@pytest.mark.parametrize(("n_test", "kept"), [(4, 3), (0, 2)])
+def test_a_time_budget_keeps_time_for_the_validation_passes_after_training(tmp_path, image_folder, monkeypatch, capsys,
+                                                                           n_test, kept):
+    """Reserved: the scored split (1 s here), the validation of the epoch the budget cuts short (1 s), and with a
+    test split the validation pass that fits the temperature (1 s)."""
+    monkeypatch.setattr("imgcls.training.run.estimate_eval_seconds", lambda *a, **k: 1.0)
+    root = image_folder(n_train=12, n_test=n_test, n_val=3)
+    train(data={"name": "folder", "root": str(root)}, model={"name": "mlp", "hidden": [8]},
+          trainer={"epochs": 1, "batch_size": 8, "device": "cpu", "progress": False, "time_budget": 300,
+                   "project": str(tmp_path)})
+    assert f"s for training, {kept}s kept for the test evaluation" in capsys.readouterr().out
