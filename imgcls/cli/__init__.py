@@ -24,12 +24,23 @@ def _plain(cfg: DictConfig, key: str):
     return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
-def cmd_train(cfg: DictConfig) -> None:
+def cmd_train(cfg: DictConfig) -> float:
+    """Train; returns the monitored validation number of the best epoch (trainer.monitor): a sweeper's objective."""
+    import time
+
+    from imgcls.cli.sweep import multirun_job, trial_record, write_trial
     from imgcls.training.run import train
 
-    r = train(**{k: _plain(cfg, k) for k in TRAIN_GROUPS})
+    t0 = time.perf_counter()
+    job = multirun_job()
+    # In a multirun several jobs share a process (or a launcher's worker): each budget counts from its job's start.
+    r = train(**{k: _plain(cfg, k) for k in TRAIN_GROUPS}, budget_from=t0 if job else None)
     print(f"model file: {r.best}")
     print(f"run folder: {r.run_dir}")
+    record = trial_record(r.history, cfg.trainer.monitor, r.metrics, r.run_dir, time.perf_counter() - t0)
+    if job:
+        write_trial(job, record)
+    return record["value"]
 
 
 def cmd_evaluate(cfg: DictConfig) -> None:
@@ -244,17 +255,34 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def _run_verb(fn: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
-    def task(cfg: DictConfig) -> None:
+def _run_verb(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
+    """The verb as Hydra's task function: returns what the verb returns (train: the sweeper's objective).
+
+    A bad input (ImgclsError) is one line on stderr and exit code 2; in a multirun it fails that job
+    only (recorded in its trial.json), so that a sweeper can go on with the next trial.
+    """
+    def task(cfg: DictConfig) -> object:
+        from imgcls.cli.sweep import multirun_job, write_trial
+
         try:
             missing = sorted(OmegaConf.missing_keys(cfg))
             if missing:
                 raise ImgclsError(f"missing {', '.join(k + '=...' for k in missing)} "
                                   f"(see `imgcls {fn.__name__[4:].replace('_', '-')} --help`)")
-            fn(cfg)
+            return fn(cfg)
         except ImgclsError as e:
             print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            job = multirun_job()
+            if job is None:
+                sys.exit(2)
+            if fn is cmd_train:
+                write_trial(job, {"status": "failed", "error": str(e)})
+            raise
+        except Exception as e:
+            job = multirun_job()
+            if job is not None and fn is cmd_train:  # the trial is recorded as failed; the launcher reports the traceback
+                write_trial(job, {"status": "failed", "error": f"{type(e).__name__}: {e}"})
+            raise
 
     return task
 
@@ -265,8 +293,8 @@ def _auto_recipe(argv: list[str]) -> list[str]:
     Photos with pretrained weights on disk get experiment=photo_finetune, without them
     experiment=photo_scratch (imgcls.setup.choose_model decides); the user's overrides still win.
     """
-    if any(a.startswith("-") or a.startswith(("experiment=", "+experiment=", "model=", "hydra.")) for a in argv):
-        return argv  # a sweep, --help/--cfg, a chosen recipe or model: nothing to choose
+    if any(a.startswith("-") or a.startswith(("experiment=", "+experiment=", "model=", "hydra.", "hparams_search=")) for a in argv):
+        return argv  # a sweep or search, --help/--cfg, a chosen recipe or model: nothing to choose
     try:
         groups = compose_train(argv)
         if groups["model"]["name"] != "auto":

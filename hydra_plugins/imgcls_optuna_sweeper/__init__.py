@@ -1,0 +1,1 @@
+"""imgcls's Hydra sweeper on Optuna (`hydra/sweeper=optuna`): see optuna_sweeper.py."""
