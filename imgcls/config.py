@@ -133,6 +133,11 @@ class TrainerConfig:
     clip_grad: float | None = None  # cap on the gradients' global L2 norm before each optimizer step; null = no clipping
     # the validation number that picks best.safetensors and drives early stopping: val_acc | val_loss | val_f1 (macro F1)
     monitor: str = "val_acc"
+    # experiment tracking (imgcls/training/trackers.py): csv | tensorboard | mlflow, or a list of them; null = none
+    # (results.csv and metrics.json are always written). tensorboard: RUN/tensorboard; mlflow: see mlflow_uri
+    logger: Any = None
+    mlflow_uri: str | None = None  # MLflow tracking URI; null = sqlite:///<project>/mlflow.db (artifacts in <project>/mlartifacts)
+    mlflow_experiment: str = "imgcls"  # MLflow experiment the runs are logged under
 
 
 @dataclass
@@ -172,6 +177,9 @@ def validate(cfg: Any) -> None:
     elif isinstance(cfg, TrainerConfig):
         _check(cfg.tta, (0, 1, 2), "trainer.tta")
         _check(cfg.monitor, ("val_acc", "val_loss", "val_f1"), "trainer.monitor")
+        from imgcls.training.trackers import logger_names
+
+        logger_names(cfg.logger)  # names every unknown logger
         if cfg.accum_steps < 1:
             raise ImgclsError(f"trainer.accum_steps={cfg.accum_steps} must be >= 1 (1 = no accumulation)")
         if cfg.clip_grad is not None and cfg.clip_grad <= 0:

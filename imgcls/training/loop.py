@@ -209,6 +209,7 @@ def fit(
     show_progress: bool = True, resume: bool = False, small_crop: tuple[int, float] | None = None,
     class_weights: torch.Tensor | None = None, mix: Callable | None = None, dist: Dist = SINGLE,
     accum_steps: int = 1, clip_grad: float | None = None, monitor: str = "val_acc",
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Train for `epochs` (or until the time budget or early stopping), validating after each epoch.
 
@@ -219,6 +220,7 @@ def fit(
     processes, see imgcls.training.distributed) the epoch's loss and accuracy are summed over the
     processes, validation logits gathered, and only rank 0 writes files. `monitor` (a MONITORS key)
     picks the best epoch and drives early stopping; `accum_steps` and `clip_grad`: see `train_one_epoch`.
+    `on_epoch(row)` (rank 0, after results.csv) gets each epoch's row with its training images/s (trackers).
     """
     if monitor not in MONITORS:
         raise ValueError(f"monitor must be one of {', '.join(MONITORS)}, got {monitor!r}")
@@ -300,6 +302,8 @@ def fit(
                 save_model(eval_model, "best", metrics)
             save_state(state_path, model=_without_ddp(model), optimizer=optimizer, ema=ema, scaler=scaler, info=info)
             write_results(history, run_dir / "results.csv")
+            if on_epoch is not None:
+                on_epoch({**row, "images_per_second": tr["images"] / max(tr["seconds"], 1e-9)})
             val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f}" if val_loader is not None else ""
             tqdm.write(f"epoch {epoch + 1}/{epochs}: train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f}"
                        f"{val} ({row['seconds']:.1f}s)")

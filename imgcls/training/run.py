@@ -54,6 +54,7 @@ from imgcls.training.distributed import Dist, all_max, barrier, broadcast, devic
 from imgcls.training.distributed import init as init_distributed
 from imgcls.training.distributed import shutdown as shutdown_distributed
 from imgcls.training.loop import Budget, FitResult, fit
+from imgcls.training.trackers import Trackers, flat_params, make_trackers
 from imgcls.tta import tta_logits
 
 
@@ -200,6 +201,24 @@ def _train(cfg: Configs, *, budget_from: float | None) -> TrainResult:
         f"on {s.device} in {run_dir}"
         + (f" with {dist.world} process{'es' if dist.world > 1 else ''} ({dist.backend})" if dist.enabled else ""))
     t_fit = time.perf_counter()
+    t = cfg.trainer
+    trackers = make_trackers(t.logger, run_dir, project=t.project, run_name=run_dir.name, mlflow_uri=t.mlflow_uri,
+                             mlflow_experiment=t.mlflow_experiment) if dist.is_main else Trackers([])
+    try:
+        trackers.start(flat_params(run_record(s.cfg)))
+        done = _fit_and_score(s, cfg, dist, run_dir, train_dl, val_dl, net, ema, train_net, save, calibration, test_split,
+                              dtype, budget, trackers, t_start, t_fit)
+    except BaseException:
+        trackers.close(ok=False)
+        raise
+    trackers.close(ok=True)
+    return done
+
+
+def _fit_and_score(s: Setup, cfg: Configs, dist: Dist, run_dir: Path, train_dl, val_dl, net, ema, train_net, save,
+                   calibration: dict, test_split: str | None, dtype, budget: Budget, trackers: Trackers, t_start: float,
+                   t_fit: float) -> TrainResult:
+    """Train, then (rank 0) score the best weights, write the profile and give the trackers the final numbers."""
     a, t = cfg.aug, cfg.trainer
     result = fit(train_net, train_dl, val_dl, s.optimizer, run_dir=run_dir, epochs=t.epochs, sched=cfg.sched,
                  device=s.device, amp_dtype=dtype, scaler=grad_scaler(s.device, dtype), save_model=save,
@@ -207,7 +226,8 @@ def _train(cfg: Configs, *, budget_from: float | None) -> TrainResult:
                  limit_batches=t.limit_batches, show_progress=show_progress(t.progress) and dist.is_main, resume=bool(t.resume),
                  small_crop=(a.small_crop, a.small_crop_until) if a.small_crop else None,
                  class_weights=s.class_weights, mix=batch_mix(a, len(s.bundle.classes)), dist=dist,
-                 accum_steps=t.accum_steps, clip_grad=t.clip_grad, monitor=t.monitor)
+                 accum_steps=t.accum_steps, clip_grad=t.clip_grad, monitor=t.monitor,
+                 on_epoch=trackers.log_epoch if trackers else None)
     if not result.history:
         raise ImgclsError(f"no epoch was trained in {run_dir} (the time budget is too small for one epoch)")
     # Training is over: the processes part here, and rank 0 alone scores the model (no collective can
@@ -221,6 +241,7 @@ def _train(cfg: Configs, *, budget_from: float | None) -> TrainResult:
     plot_learning_curves(run_dir / "results.csv", run_dir / "learning_curves.png")
     eval_net = ema.module if ema is not None else net
     metrics = _score(s, eval_net, result, run_dir, test_split, val_dl, dtype, dist, save, calibration) if test_split else {}
+    trackers.log_final(metrics, run_dir, len(result.history))
     total = time.perf_counter() - t_start
     _write_profile(run_dir, result, metrics, total=total, before_training=t_fit - t_start, train_images=len(s.bundle.train))
     tta_note = f" with TTA level {t.tta} ({metrics['top1_no_tta']:.2%} without)" if test_split and t.tta else ""
