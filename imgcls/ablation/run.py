@@ -402,37 +402,71 @@ def run_ablation(spec: AblationSpec | dict, out_dir: str | Path, *, train_overri
     hw = hardware()
     import torch
 
-    for i, (v, seed) in enumerate(todo):
+    batch = max(1, int(getattr(runner, "parallel", 1))) if hasattr(runner, "run_batch") else 1
+    if batch > 1 or hasattr(runner, "run_batch"):
+        log(f"runs go through {runner.describe() if hasattr(runner, 'describe') else type(runner).__name__}")
+    i = 0
+    while i < len(todo):
         if max_runs is not None and len(result.ran) + len(result.failed) >= max_runs:
             result.pending = [(w.name, s) for w, s in todo[i:]]
             log(f"stopping after {max_runs} runs; {len(result.pending)} left for the next call")
             break
-        tag = f"{v.name}-s{seed}"
-        overrides = [*spec.base, *spec.budget_overrides(), *v.overrides, *(train_overrides or []),
-                     f"trainer.seed={seed}", f"trainer.project={out_dir / 'runs'}", f"trainer.name={tag}",
-                     "trainer.progress=false"]
-        log(f"[{i + 1}/{len(todo)}] {tag}: {overrides_key(v.overrides) or '(base recipe)'}")
+        n = min(batch, len(todo) - i, max_runs - len(result.ran) - len(result.failed) if max_runs is not None else batch)
+        chunk = todo[i:i + n]
+        jobs = []
+        for k, (v, seed) in enumerate(chunk):
+            tag = f"{v.name}-s{seed}"
+            overrides = [*spec.base, *spec.budget_overrides(), *v.overrides, *(train_overrides or []),
+                         f"trainer.seed={seed}", f"trainer.project={out_dir / 'runs'}", f"trainer.name={tag}",
+                         "trainer.progress=false"]
+            log(f"[{i + k + 1}/{len(todo)}] {tag}: {overrides_key(v.overrides) or '(base recipe)'}")
+            jobs.append((overrides, out_dir / "logs" / f"{tag}.log"))
         t0 = time.perf_counter()
         cpu0 = _cpu_seconds()
-        try:
-            run_dir = runner(overrides, out_dir / "logs" / f"{tag}.log")
-            rec = run_record(Path(run_dir))
-            curve = Path("curves") / f"{tag}.csv"
-            shutil.copyfile(Path(run_dir) / "results.csv", out_dir / curve)
-        except Exception as e:  # noqa: BLE001 - one failed run is logged and retried later; the study goes on
-            msg = str(e) if isinstance(e, ImgclsError) else f"{type(e).__name__}: {e}"
-            result.failed.append((v.name, seed, msg))
-            log(f"  FAILED ({time.perf_counter() - t0:.0f}s): {msg}")
-            continue
-        row = {"study": spec.name, "variant": v.name, "factor": v.factor, "overrides": overrides_key(v.overrides),
-               "budget": spec.budget, "seed": seed, **rec, "curve": curve.as_posix(), "run_dir": str(run_dir),
-               "hardware": hw, "torch": torch.__version__,
-               "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else "",
-               "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-               # CPU time the run got: with the wall time, shows whether other work shared the machine
-               "wall_seconds": round(time.perf_counter() - t0, 2), "cpu_seconds": round(_cpu_seconds() - cpu0, 2)}
-        append_row(table, row)
-        result.ran.append((v.name, seed))
-        log(f"  test top-1 {rec['test_top1']:.2%} in {rec['epochs']} epochs, {rec['train_seconds']:.0f}s training "
-            f"({time.perf_counter() - t0:.0f}s wall)")
+        if hasattr(runner, "run_batch"):
+            outcomes = runner.run_batch(jobs)
+        else:
+            outcomes = []
+            for overrides, log_file in jobs:
+                try:
+                    outcomes.append(runner(overrides, log_file))
+                except Exception as e:  # noqa: BLE001 - one failed run is logged and retried later; the study goes on
+                    outcomes.append(e)
+        wall = time.perf_counter() - t0
+        # CPU time per run is known for runs one at a time only (several at once share the process tree's count)
+        cpu = round(_cpu_seconds() - cpu0, 2) if len(jobs) == 1 else ""
+        for (v, seed), outcome in zip(chunk, outcomes):
+            _record(spec, out_dir, table, v, seed, outcome, wall=wall, cpu=cpu, alone=len(jobs) == 1, hw=hw,
+                    torch_version=torch.__version__, result=result, log=log)
+        i += len(chunk)
     return result
+
+
+def _record(spec: AblationSpec, out_dir: Path, table: Path, v: Variant, seed: int, outcome, *, wall: float, cpu, alone: bool,
+            hw: str, torch_version: str, result: AblationResult, log: Callable[[str], None]) -> None:
+    """A finished run's row into results.csv (and its curve), or the failure into `result.failed`."""
+    tag = f"{v.name}-s{seed}"
+    try:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        run_dir = Path(outcome)
+        rec = run_record(run_dir)
+        curve = Path("curves") / f"{tag}.csv"
+        shutil.copyfile(run_dir / "results.csv", out_dir / curve)
+    except Exception as e:  # noqa: BLE001 - one failed run is logged and retried later; the study goes on
+        msg = str(e) if isinstance(e, ImgclsError) else f"{type(e).__name__}: {e}"
+        result.failed.append((v.name, seed, msg))
+        log(f"  {tag} FAILED ({wall:.0f}s): {msg}")
+        return
+    row = {"study": spec.name, "variant": v.name, "factor": v.factor, "overrides": overrides_key(v.overrides),
+           "budget": spec.budget, "seed": seed, **rec, "curve": curve.as_posix(), "run_dir": str(run_dir),
+           "hardware": hw, "torch": torch_version,
+           # with several runs at once the load is theirs: left empty so that the report does not flag them as disturbed
+           "load_average": round(os.getloadavg()[0], 2) if alone and hasattr(os, "getloadavg") else "",
+           "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+           # CPU time the run got: with the wall time, shows whether other work shared the machine
+           "wall_seconds": round(wall, 2), "cpu_seconds": cpu}
+    append_row(table, row)
+    result.ran.append((v.name, seed))
+    log(f"  {tag}: test top-1 {rec['test_top1']:.2%} in {rec['epochs']} epochs, {rec['train_seconds']:.0f}s training "
+        f"({wall:.0f}s wall)")

@@ -154,11 +154,15 @@ def cmd_visualize(cfg: DictConfig) -> None:
 
 def cmd_ablate(cfg: DictConfig) -> None:
     from imgcls.ablation import run_ablation, spec_from_dict
+    from imgcls.cli.launch import LauncherRunner, launcher_overrides, uses_launcher
 
     spec = spec_from_dict(_plain(cfg, "ablation"))
     out = cfg.out or str(Path(cfg.project) / "ablate" / spec.name)
+    runner = None
+    if uses_launcher():  # hydra/launcher=joblib|submitit_local|submitit_slurm|...: the runs go through it
+        runner = LauncherRunner(_run_verb(cmd_train), launcher_overrides(), Path(out) / "launched", batch=cfg.batch)
     r = run_ablation(spec, out, train_overrides=[str(o) for o in cfg.train_overrides or []], max_runs=cfg.max_runs,
-                     only=_names(cfg.only), check=cfg.check, rerun=_names(cfg.rerun), compose=compose_many)
+                     only=_names(cfg.only), check=cfg.check, rerun=_names(cfg.rerun), compose=compose_many, runner=runner)
     print(f"results: {r.table} ({len(r.ran)} run now, {len(r.skipped)} were there, {len(r.failed)} failed, "
           f"{len(r.pending)} pending)")
     for name, seed, err in r.failed:

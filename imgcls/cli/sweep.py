@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -67,7 +69,8 @@ def write_trial(job: dict, record: dict) -> Path:
     path = job["dir"] / TRIAL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps({"trial": job["num"], "overrides": job["overrides"], **record,
-                                        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1, default=str))
+                                        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(),
+                                        "pid": os.getpid()}, indent=1, default=str))
     return path
 
 
