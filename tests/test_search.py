@@ -42,6 +42,16 @@ def test_three_trial_search_from_the_documented_config(tmp_path):
     assert (sweep / "summary.png").stat().st_size > 0
 
 
+def test_a_grid_that_stops_at_a_failed_job_keeps_the_summary_of_the_jobs_before(tmp_path):
+    data = write_image_folder(tmp_path / "d", n_train=4, n_val=2, n_test=2, size=8)
+    p = imgcls("train", "-m", "data=folder", f"data.root={data}", "model=mlp", "model.hidden=[4]", "trainer=debug",
+               "trainer.batch_size=4", "optim.name=sgd,bogus", "hydra.sweep.dir=grid", cwd=tmp_path, check=False)
+    assert p.returncode != 0 and "optim.name='bogus' is not one of" in p.stderr
+    rows = list(csv.DictReader((tmp_path / "grid" / "summary.csv").open()))
+    assert [(r["optim.name"], r["status"]) for r in rows] == [("sgd", "done"), ("bogus", "failed")]
+    assert "optim.name='bogus'" in rows[1]["error"] and float(rows[0]["value"]) >= 0
+
+
 def test_search_space_from_overrides_and_params():
     space, fixed = search_space(["optim.lr=tag(log, interval(0.01, 1))", "trainer.epochs=range(2, 8, 2)",
                                  "optim.name=adam,sgd", "trainer.seed=3", "trainer.batch_size=tag(int, log, interval(16, 64))"],
@@ -90,8 +100,17 @@ def test_sweeper_starts_from_the_defaults_runs_n_jobs_at_a_time_and_survives_fai
     first = launcher.batches[0][1][0]
     assert first == ["trainer.epochs=1", "optim.lr=0.1"]  # trial 0: the configured value
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
-    assert best["trials"] == 10 and best["complete"] <= 10
+    launched = [float(o[-1].split("=")[1]) for _, batch in launcher.batches for o in batch]
+    assert best["trials"] == 10 and best["complete"] == sum(lr <= 0.5 for lr in launched) < 10  # the others: FAIL
     assert 0.001 <= best["best_params"]["optim.lr"] <= 0.5
+
+
+def test_trial_zero_takes_a_config_groups_chosen_option(tmp_path):
+    s, launcher = sweeper(tmp_path, n_trials=1)
+    s.config = OmegaConf.create({"optim": {"lr": 0.1}, "model": {"name": "mlp", "hidden": [8]},
+                                 "hydra": {"sweep": {"dir": str(tmp_path)}, "runtime": {"choices": {"model": "mlp"}}}})
+    s.sweep(["model=choice(simple_cnn, mlp)", "optim.lr=interval(0.01, 0.2)"])
+    assert launcher.batches[0][1][0] == ["model=mlp", "optim.lr=0.1"]
 
 
 def test_sweeper_stops_when_the_first_trials_all_fail(tmp_path):

@@ -127,8 +127,10 @@ class OptunaSweeper(Sweeper):
     def _defaults(self, space: dict[str, Any]) -> dict[str, Any]:
         """The searched keys at their configured values, where each is inside its distribution."""
         out = {}
+        choices = OmegaConf.select(self.config, "hydra.runtime.choices", default=None) or {}
         for key, dist in space.items():
-            v = OmegaConf.select(self.config, key, default=None)
+            # a config group (model=choice(mlp, simple_cnn)): the option chosen; else the key's value
+            v = choices[key] if key in choices else OmegaConf.select(self.config, key, default=None)
             if v is None:
                 continue
             try:
@@ -149,6 +151,10 @@ class OptunaSweeper(Sweeper):
 
         assert self.config is not None and self.launcher is not None
         space, fixed = search_space(arguments, self.params)
+        monitor = OmegaConf.select(self.config, "trainer.monitor", default=None)
+        if monitor is not None and (monitor == "val_loss") == (self.direction == "maximize"):
+            print(f"warning: trainer.monitor={monitor} with hydra.sweeper.direction={self.direction}: "
+                  f"the search {'maximizes a loss' if monitor == 'val_loss' else 'minimizes ' + str(monitor)}", flush=True)
         if not space:
             raise ValueError("hydra/sweeper=optuna: nothing to search; give sweeps such as 'optim.lr=tag(log, interval(0.01, 1))' "
                              "on the command line or in hydra.sweeper.params")

@@ -433,10 +433,12 @@ def run_ablation(spec: AblationSpec | dict, out_dir: str | Path, *, train_overri
                 except Exception as e:  # noqa: BLE001 - one failed run is logged and retried later; the study goes on
                     outcomes.append(e)
         wall = time.perf_counter() - t0
-        # CPU time per run is known for runs one at a time only (several at once share the process tree's count)
-        cpu = round(_cpu_seconds() - cpu0, 2) if len(jobs) == 1 else ""
+        # CPU time and load belong to a run only when it ran alone in a child of this process (not through a launcher,
+        # whose workers are not this process's children and may be other machines)
+        alone = not hasattr(runner, "run_batch")
+        cpu = round(_cpu_seconds() - cpu0, 2) if alone else ""
         for (v, seed), outcome in zip(chunk, outcomes):
-            _record(spec, out_dir, table, v, seed, outcome, wall=wall, cpu=cpu, alone=len(jobs) == 1, hw=hw,
+            _record(spec, out_dir, table, v, seed, outcome, wall=wall, cpu=cpu, alone=alone, hw=hw,
                     torch_version=torch.__version__, result=result, log=log)
         i += len(chunk)
     return result
@@ -461,7 +463,7 @@ def _record(spec: AblationSpec, out_dir: Path, table: Path, v: Variant, seed: in
     row = {"study": spec.name, "variant": v.name, "factor": v.factor, "overrides": overrides_key(v.overrides),
            "budget": spec.budget, "seed": seed, **rec, "curve": curve.as_posix(), "run_dir": str(run_dir),
            "hardware": hw, "torch": torch_version,
-           # with several runs at once the load is theirs: left empty so that the report does not flag them as disturbed
+           # through a launcher the load is not the run's: left empty so that the report does not flag it as disturbed
            "load_average": round(os.getloadavg()[0], 2) if alone and hasattr(os, "getloadavg") else "",
            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
            # CPU time the run got: with the wall time, shows whether other work shared the machine

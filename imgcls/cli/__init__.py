@@ -7,6 +7,7 @@ call the plain-Python API with dicts.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +39,7 @@ def cmd_train(cfg: DictConfig) -> float:
     print(f"model file: {r.best}")
     print(f"run folder: {r.run_dir}")
     record = trial_record(r.history, cfg.trainer.monitor, r.metrics, r.run_dir, time.perf_counter() - t0)
-    if job:
+    if job and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone has the test numbers
         write_trial(job, record)
     return record["value"]
 

@@ -27,12 +27,17 @@ BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
 def launcher_overrides() -> list[str]:
-    """The `hydra/launcher=...` and `hydra.launcher.*` overrides of the running command (empty outside Hydra)."""
+    """What makes the running command's launcher in another composition: `hydra/launcher=CHOICE` (chosen on the
+    command line or in a config), the `hydra.launcher.*` overrides and `hydra.searchpath` (a launcher config of
+    the user's own). Empty outside Hydra."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return []
-    return [o for o in HydraConfig.get().overrides.hydra if o.lstrip("+~").startswith(("hydra/launcher", "hydra.launcher"))]
+    hc = HydraConfig.get()
+    given = [o for o in hc.overrides.hydra if o.lstrip("+~").startswith(("hydra.launcher", "hydra.searchpath"))]
+    choice = hc.runtime.choices.get("hydra/launcher")
+    return ([f"hydra/launcher={choice}"] if choice else []) + given
 
 
 def uses_launcher() -> bool:
@@ -88,6 +93,7 @@ class LauncherRunner:
         from hydra._internal.callbacks import Callbacks
         from hydra.core.global_hydra import GlobalHydra
         from hydra.core.plugins import Plugins
+        from hydra.core.singleton import Singleton
         from hydra.types import HydraContext
 
         from imgcls.cli.compose import register_configs
@@ -98,6 +104,9 @@ class LauncherRunner:
         self.next_job += len(jobs)
         for overrides, log in jobs:
             log.write_text(f"$ imgcls train {' '.join(overrides)}\n(through {self.describe()}; job folders in {self.jobs_dir})\n")
+        # A launcher that runs jobs in this process (joblib with n_jobs=1, the basic one) sets Hydra's singletons
+        # (HydraConfig, the config store) to each job's: the running `imgcls ablate` gets its own back afterwards.
+        state = Singleton.get_state()
         try:
             hydra, cfg = self._compose()
             launcher = Plugins.instance().instantiate_launcher(
@@ -106,6 +115,7 @@ class LauncherRunner:
             returns = launcher.launch([tuple(o) for o, _ in jobs], initial_job_idx=first)
         finally:
             GlobalHydra.instance().clear()
+            Singleton.set_state(state)
         out: list[Path | BaseException] = []
         for i, ret in enumerate(returns):
             record = self.jobs_dir / str(first + i) / TRIAL_FILE

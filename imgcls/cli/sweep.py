@@ -12,6 +12,7 @@ and `summary.png` (the metric per trial and against each swept number).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -118,11 +119,12 @@ def summarize(sweep_dir: str | Path, *, plot: bool = True) -> Path | None:
         rows.append({**{c: t.get(c) for c in SUMMARY_COLUMNS}, "overrides": " ".join(t["overrides"]),
                      **{k: ov.get(k, "") for k in swept}})
     path = sweep_dir / "summary.csv"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[*SUMMARY_COLUMNS[:3], *swept, *SUMMARY_COLUMNS[3:]], extrasaction="ignore")
-        w.writeheader()
-        w.writerows({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()}
-                    for r in rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=[*SUMMARY_COLUMNS[:3], *swept, *SUMMARY_COLUMNS[3:]], extrasaction="ignore")
+    w.writeheader()
+    w.writerows({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()}
+                for r in rows)
+    write_text_atomic(path, buf.getvalue())  # jobs of a parallel launcher may summarize at the same moment
     if plot:
         _plot(rows, swept, sweep_dir / "summary.png")
     return path
@@ -183,7 +185,18 @@ def _focus(y: list[float], better) -> tuple[float, float]:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: at the end of every multirun, summary.csv and summary.png in the sweep folder."""
+    """Hydra callback: summary.csv after every job of a multirun (a sweep that stops at a failed job keeps
+    the table of the jobs before it), and summary.csv and summary.png when the multirun ends."""
+
+    def on_job_end(self, config: Any, job_return: Any = None, **kwargs: Any) -> None:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                summarize(Path(str(HydraConfig.get().sweep.dir)), plot=False)
+        except Exception as e:  # noqa: BLE001 - a summary never fails a training job
+            print(f"warning: multirun summary not updated: {type(e).__name__}: {e}")
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -194,18 +194,19 @@ def _train(cfg: Configs, *, budget_from: float | None) -> TrainResult:
     test_split = "test" if s.bundle.test is not None and len(s.bundle.test) else \
         "val" if s.bundle.val is not None else None
     dtype = pick_amp_dtype(s.device, cfg.trainer.amp, cfg.trainer.cpu_bf16)
-    budget = _budget(s, net, dist, dtype, test_split, spent=age_at_start + time.perf_counter() - t_start, say=say)
-    arch = f"{s.cfg.model.name} {s.cfg.model.args['arch']}" if "arch" in s.cfg.model.args else s.cfg.model.name
-    say(f"training {arch} on {s.bundle.name} ({len(s.bundle.train)} train, "
-        f"{len(s.bundle.val) if s.bundle.val is not None else 0} val images, {len(s.bundle.classes)} classes) "
-        f"on {s.device} in {run_dir}"
-        + (f" with {dist.world} process{'es' if dist.world > 1 else ''} ({dist.backend})" if dist.enabled else ""))
-    t_fit = time.perf_counter()
     t = cfg.trainer
+    # the trackers start before the budget is set, so that their imports and database set-up count against it
     trackers = make_trackers(t.logger, run_dir, project=t.project, run_name=run_dir.name, mlflow_uri=t.mlflow_uri,
                              mlflow_experiment=t.mlflow_experiment) if dist.is_main else Trackers([])
     try:
         trackers.start(flat_params(run_record(s.cfg)))
+        budget = _budget(s, net, dist, dtype, test_split, spent=age_at_start + time.perf_counter() - t_start, say=say)
+        arch = f"{s.cfg.model.name} {s.cfg.model.args['arch']}" if "arch" in s.cfg.model.args else s.cfg.model.name
+        say(f"training {arch} on {s.bundle.name} ({len(s.bundle.train)} train, "
+            f"{len(s.bundle.val) if s.bundle.val is not None else 0} val images, {len(s.bundle.classes)} classes) "
+            f"on {s.device} in {run_dir}"
+            + (f" with {dist.world} process{'es' if dist.world > 1 else ''} ({dist.backend})" if dist.enabled else ""))
+        t_fit = time.perf_counter()
         done = _fit_and_score(s, cfg, dist, run_dir, train_dl, val_dl, net, ema, train_net, save, calibration, test_split,
                               dtype, budget, trackers, t_start, t_fit)
     except BaseException:

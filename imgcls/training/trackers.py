@@ -15,9 +15,11 @@ imported only when asked for, with an error that says what to install when missi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,11 @@ def logger_names(value: Any) -> list[str]:
     if bad:
         raise ImgclsError(f"trainer.logger: unknown logger(s) {', '.join(map(repr, bad))}; choose from {', '.join(LOGGERS)} "
                           f"(several: trainer.logger=[tensorboard,mlflow])")
+    for name, module, install in (("tensorboard", "tensorboard", "tensorboard"),
+                                  ("mlflow", "mlflow", "mlflow-skinny sqlalchemy alembic")):
+        if name in names and importlib.util.find_spec(module) is None:  # every process fails here, before training
+            raise ImgclsError(f"trainer.logger={name} needs the {module} package: pip install {install} "
+                              "(or pip install 'imgcls[track]')")
     return list(dict.fromkeys(names))
 
 
@@ -101,8 +108,17 @@ class MlflowTracker:
             self.client.update_run(self.run_id, status="RUNNING")
             return
         exp = self.client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(
-            experiment, artifact_location=(project / "mlartifacts").resolve().as_uri() if uri is None else None)
+        if exp is None:
+            try:
+                exp_id = self.client.create_experiment(
+                    experiment, artifact_location=(project / "mlartifacts").resolve().as_uri() if uri is None else None)
+            except Exception:  # noqa: BLE001 - another run (a parallel trial) created it first
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
+        else:
+            exp_id = exp.experiment_id
         self.run_id = self.client.create_run(exp_id, run_name=run_name, tags={"imgcls.run_dir": str(run_dir.resolve())}).info.run_id
         self.id_file.write_text(json.dumps({"tracking_uri": self.uri, "experiment": experiment, "run_id": self.run_id}))
 
@@ -134,7 +150,11 @@ class MlflowTracker:
 
 
 class Trackers:
-    """The trackers of one run, called by `train`: start, once per epoch, the final numbers, close."""
+    """The trackers of one run, called by `train`: start, once per epoch, the final numbers, close.
+
+    A tracker that fails after it started (a server gone, a locked database) is named in a warning and
+    dropped: logging never ends a training run.
+    """
 
     def __init__(self, trackers: list):
         self.trackers = trackers
@@ -142,21 +162,26 @@ class Trackers:
     def __bool__(self) -> bool:
         return bool(self.trackers)
 
+    def _each(self, method: str, *args) -> None:
+        for t in list(self.trackers):
+            try:
+                getattr(t, method)(*args)
+            except Exception as e:  # noqa: BLE001 - see the class docstring
+                warnings.warn(f"trainer.logger: {type(t).__name__}.{method} failed ({type(e).__name__}: {e}); "
+                              "it records nothing more for this run", stacklevel=2)
+                self.trackers.remove(t)
+
     def start(self, params: dict[str, Any]) -> None:
-        for t in self.trackers:
-            t.start(params)
+        self._each("start", params)
 
     def log_epoch(self, row: dict) -> None:
-        for t in self.trackers:
-            t.log_epoch(row)
+        self._each("log_epoch", row)
 
     def log_final(self, metrics: dict, run_dir: Path, epoch: int) -> None:
-        for t in self.trackers:
-            t.log_final(metrics, run_dir, epoch)
+        self._each("log_final", metrics, run_dir, epoch)
 
     def close(self, ok: bool) -> None:
-        for t in self.trackers:
-            t.close(ok)
+        self._each("close", ok)
 
 
 def make_trackers(names: Any, run_dir: Path, *, project: str | Path, run_name: str, mlflow_uri: str | None = None,
@@ -164,10 +189,16 @@ def make_trackers(names: Any, run_dir: Path, *, project: str | Path, run_name: s
     """The trackers `trainer.logger` names (csv needs none: results.csv and metrics.json are always written)."""
     out: list = []
     for name in logger_names(names):
-        if name == "tensorboard":
-            out.append(TensorBoardTracker(run_dir))
-        elif name == "mlflow":
-            out.append(MlflowTracker(run_dir, Path(project), mlflow_uri, mlflow_experiment, run_name))
+        try:
+            if name == "tensorboard":
+                out.append(TensorBoardTracker(run_dir))
+            elif name == "mlflow":
+                out.append(MlflowTracker(run_dir, Path(project), mlflow_uri, mlflow_experiment, run_name))
+        except ImgclsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a tracking server that cannot be reached does not stop training
+            warnings.warn(f"trainer.logger={name}: could not start ({type(e).__name__}: {e}); this run is not "
+                          f"recorded there", stacklevel=2)
     return Trackers(out)
 
 

@@ -341,3 +341,37 @@ def test_report_says_when_the_study_is_partial(tmp_path):
     md = make_report(study).markdown.read_text()
     assert "**Partial**: 4 of the 9 planned runs (3 variants x 3 seeds); not run yet: slow; fewer than 3 seeds: cutout." in md
     assert "| cutout | `k=cutout` | 1 | 83.00 | +2.00 (CI needs ≥ 2 seeds each) |" in md
+
+
+class Batches:
+    """A runner with run_batch (as the CLI's launcher runner): records each launch; runs in this process."""
+
+    parallel = 2
+
+    def __init__(self, fail: set[str] = frozenset()):
+        self.launches: list[list[str]] = []
+        self.fail = fail
+        self.inner = InProcessRunner(compose_train)
+
+    def describe(self) -> str:
+        return "two at a time"
+
+    def run_batch(self, jobs):
+        names = [next(o.split("=", 1)[1] for o in ov if o.startswith("trainer.name=")) for ov, _ in jobs]
+        self.launches.append(names)
+        return [ImgclsError("boom") if n in self.fail else self.inner(ov, log) for n, (ov, log) in zip(names, jobs)]
+
+
+def test_a_batch_runner_gets_runs_n_at_a_time_within_max_runs(tmp_path, image_folder):
+    root = image_folder(n_train=8, n_test=4, size=12)
+    runner, logs = Batches(fail={"no_flip-s0"}), []
+    r = run_ablation(tiny_spec(root), tmp_path / "study", runner=runner, max_runs=3, log=logs.append)
+    assert runner.launches == [["base-s0", "no_flip-s0"], ["base-s1"]]  # max_runs cuts the second launch to one run
+    assert r.ran == [("base", 0), ("base", 1)] and [f[:2] for f in r.failed] == [("no_flip", 0)]
+    assert r.pending == [("no_flip", 1)] and "runs go through two at a time" in logs
+    rows = read_table(tmp_path / "study" / "results.csv")
+    assert [x["variant"] + x["seed"] for x in rows] == ["base0", "base1"]
+    assert all(x["cpu_seconds"] == "" and x["load_average"] == "" for x in rows)  # not this process's runs
+    runner.fail = set()
+    r = run_ablation(tiny_spec(root), tmp_path / "study", runner=runner, log=logs.append)  # continues: the rest
+    assert runner.launches[2:] == [["no_flip-s0", "no_flip-s1"]] and len(r.ran) == 2 and len(r.skipped) == 2
