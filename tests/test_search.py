@@ -149,3 +149,28 @@ def test_summary_has_a_column_per_swept_key_and_keeps_failed_trials(tmp_path):
     assert [r["optim.lr"] for r in rows] == ["0.1", "0.3", "3"] and "data" not in rows[0]
     assert [r["status"] for r in rows] == ["done", "done", "failed"] and rows[2]["error"] == "diverged"
     assert (tmp_path / "summary.png").is_file()
+
+
+@pytest.mark.parametrize("name", ["mnist_mlp", "cifar10_fast", "photo_finetune"])
+def test_shipped_search_spaces_name_real_options(name):
+    """Every searched key of conf/hparams_search/NAME.yaml exists in the recipe, and the space parses."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from imgcls.cli.compose import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="imgcls.conf", version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[f"hparams_search={name}"], return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("imgcls_optuna_sweeper.optuna_sweeper.OptunaSweeper") and sweeper.n_trials >= 12
+    space, fixed = search_space([], OmegaConf.to_container(sweeper.params))
+    assert len(space) >= 3 and fixed == []
+    for key in space:
+        assert OmegaConf.select(cfg, key, default="missing") != "missing", key
+    assert cfg.trainer.monitor == "val_acc" and sweeper.direction == "maximize"
+    assert cfg.data.val_fraction > 0  # a validation split to return a number from
