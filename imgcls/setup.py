@@ -171,11 +171,30 @@ def find_pretrained() -> tuple[str, str, str] | None:
     return None
 
 
-def choose_model(dcfg: DataConfig, device: str | torch.device = "cpu") -> Choice:
+# The choice the CLI made before composing the run (to put the photo recipe first), kept for that run's
+# setup so that the folder is scanned once: taken by the next choose_model of the same data and device.
+_REMEMBERED: dict[tuple[str, str], Choice] = {}
+
+
+def choose_model(dcfg: DataConfig, device: str | torch.device = "cpu", *, remember: bool = False) -> Choice:
     """model=auto: a CIFAR-style net for small images; for photos an ImageNet net fine-tuned from weights found on
-    disk (torch hub's and the HF cache), else PhotoNet from scratch, at an input size for the device."""
-    probe = load_data(dcfg)  # photos stay files (a scan and a few headers); small images are decoded (cached)
+    disk (torch hub's and the HF cache), else PhotoNet from scratch, at an input size for the device.
+
+    `remember`: keep the choice for the next call with the same data config and device (used once; the CLI's
+    pre-pass, so that the run it starts does not scan the folder again)."""
     dev = torch.device(device).type if not isinstance(device, str) or device != "auto" else select_device("auto").type
+    key = (repr(dcfg), dev)
+    if not remember and key in _REMEMBERED:
+        return _REMEMBERED.pop(key)
+    choice = _choose_model(dcfg, dev)
+    _REMEMBERED.clear()
+    if remember:
+        _REMEMBERED[key] = choice
+    return choice
+
+
+def _choose_model(dcfg: DataConfig, dev: str) -> Choice:
+    probe = load_data(dcfg)  # photos stay files (a scan and a few headers); small images are decoded (cached)
     how = "model=NAME or model=timm|torchvision model.name=ARCH picks another"
     if probe.in_memory:
         side = probe.image_size[0]

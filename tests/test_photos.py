@@ -135,3 +135,24 @@ def test_auto_reads_the_data_once_when_its_choice_keeps_the_data_config(image_fo
     s = setup(configs(data={"name": "folder", "root": str(image_folder(size=16))}, model="auto",
                       trainer={"device": "cpu", "threads": 1}))
     assert s.cfg.model.name == "resnet_cifar20" and len(calls) == 1
+
+
+def test_the_clis_choice_is_reused_by_the_run_it_starts(tmp_path, image_folder, monkeypatch, empty_caches):
+    """The CLI chooses the recipe before composing (a folder scan); the run's setup takes that choice, not a second scan."""
+    import imgcls.cli as cli
+    import imgcls.setup as setup_module
+
+    root = image_folder(size=96, n_train=4, n_test=2)
+    calls = []
+    real = setup_module.load_data
+    monkeypatch.setattr(setup_module, "load_data", lambda cfg: calls.append(cfg.root) or real(cfg))
+    argv = ["data=folder", f"data.root={root}", "trainer.device=cpu"]
+    assert cli._auto_recipe(argv)[0].startswith("experiment=photo_")
+    assert len(calls) == 1
+    from imgcls.config import DataConfig, coerce
+
+    dcfg = coerce(DataConfig, cli.compose_train(argv)["data"], "data")
+    choice = setup_module.choose_model(dcfg, "cpu")
+    assert len(calls) == 1 and choice.photos  # taken from the pre-pass
+    setup_module.choose_model(dcfg, "cpu")
+    assert len(calls) == 2  # used once: a later call looks again (the files may have changed)

@@ -307,7 +307,7 @@ def _auto_recipe(argv: list[str]) -> list[str]:
         from imgcls.config import DataConfig, coerce
         from imgcls.setup import choose_model
 
-        choice = choose_model(coerce(DataConfig, groups["data"], "data"), groups["trainer"]["device"])
+        choice = choose_model(coerce(DataConfig, groups["data"], "data"), groups["trainer"]["device"], remember=True)
     except ImgclsError:
         return argv  # the run itself reports the problem
     if choice.recipe is None:
