@@ -151,7 +151,7 @@ def test_summary_has_a_column_per_swept_key_and_keeps_failed_trials(tmp_path):
     assert (tmp_path / "summary.png").is_file()
 
 
-@pytest.mark.parametrize("name", ["mnist_mlp", "cifar10_fast", "photo_finetune"])
+@pytest.mark.parametrize("name", ["mnist_mlp", "cifar10_fast", "cifar10_cpu10", "photo_finetune"])
 def test_shipped_search_spaces_name_real_options(name):
     """Every searched key of conf/hparams_search/NAME.yaml exists in the recipe, and the space parses."""
     from hydra import compose, initialize_config_module
