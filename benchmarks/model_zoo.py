@@ -65,7 +65,7 @@ ZOO = [
      "imgcls train experiment=photo_scratch data=caltech101"),
     ("ResNet-20 at photo size", "resnet_cifar20", {}, (3, 112), None, None, None, "imgcls train model=resnet_cifar20"),
     ("torchvision MobileNetV2, ImageNet weights (photo_finetune)", "torchvision", {"arch": "mobilenet_v2"}, (3, 160),
-     "photos_store.json", "photo_finetune", [], "imgcls train experiment=photo_finetune data=caltech101"),
+     "photos_mmap0.json", "photo_finetune", [], "imgcls train experiment=photo_finetune data=caltech101"),
 ]
 
 

@@ -44,15 +44,18 @@ def set_threads(threads: int | None) -> int:
 # glibc malloc: keep freed memory for the next step instead of returning it to the OS and faulting it
 # back in (each training step frees and re-allocates the same large activation buffers). Measured
 # on photo fine-tuning (docs/photos.md, 2 runs each): system time 71-79 -> 54 s, wall time 105-112 -> 94-97 s.
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # mallopt parameter numbers (malloc.h)
-MALLOC_SETTINGS = {M_MMAP_THRESHOLD: 32 * 2**20, M_TRIM_THRESHOLD: 2**30, M_TOP_PAD: 256 * 2**20}
+# Buffers above 32 MiB (glibc's highest mmap threshold) would still be fresh mmaps, faulted in on every
+# step: M_MMAP_MAX=0 serves them from the heap too (MobileNetV2 at 224 px, batch 32: about 20 s of system
+# time per 55 s of user time -> 1 s, 25 -> 37-40 images/s; docs/photos.md).
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -2, -3, -4  # mallopt parameter numbers (malloc.h)
+MALLOC_SETTINGS = {M_MMAP_THRESHOLD: 32 * 2**20, M_TRIM_THRESHOLD: 2**30, M_TOP_PAD: 256 * 2**20, M_MMAP_MAX: 0}
 
 
 def tune_allocator() -> bool:
     """Apply MALLOC_SETTINGS through glibc's mallopt (Linux with glibc only; elsewhere nothing). True if applied.
 
-    Buffers up to 32 MiB come from the heap rather than fresh mmaps, and up to 1 GiB of freed heap is
-    kept: fewer page faults per step. Loader worker processes forked later inherit it. IMGCLS_MALLOC=0
+    Every buffer comes from the heap rather than a fresh mmap, and up to 1 GiB of freed heap is kept:
+    no page faults per step for buffers a step frees and allocates again. Loader worker processes forked later inherit it. IMGCLS_MALLOC=0
     leaves the allocator as it is.
     """
     import ctypes
