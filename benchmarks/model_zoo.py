@@ -61,7 +61,7 @@ ZOO = [
     ("fastnet 64-256-256 (cifar10_cpu10 sized: bf16, AVX-512 EPYC)", "fastnet", {}, (3, 32), "cifar10_cpu10_sized.json",
      "cifar10_cpu10", [], "imgcls train experiment=cifar10_cpu10"),
     # photos (docs/photos.md): the from-scratch net and the fine-tuned ImageNet net, at the sizes model=auto picks on a CPU
-    ("PhotoNet (photo_scratch)", "photonet", {}, (3, 112), "photos_store_rest.json", "photo_scratch", [],
+    ("PhotoNet (photo_scratch)", "photonet", {}, (3, 112), "photos_scratch_mmap0.json", "photo_scratch", [],
      "imgcls train experiment=photo_scratch data=caltech101"),
     ("ResNet-20 at photo size", "resnet_cifar20", {}, (3, 112), None, None, None, "imgcls train model=resnet_cifar20"),
     ("torchvision MobileNetV2, ImageNet weights (photo_finetune)", "torchvision", {"arch": "mobilenet_v2"}, (3, 160),
