@@ -55,18 +55,21 @@ def tune_allocator() -> bool:
     """Apply MALLOC_SETTINGS through glibc's mallopt (Linux with glibc only; elsewhere nothing). True if applied.
 
     Every buffer comes from the heap rather than a fresh mmap, and up to 1 GiB of freed heap is kept:
-    no page faults per step for buffers a step frees and allocates again. Loader worker processes forked later inherit it. IMGCLS_MALLOC=0
-    leaves the allocator as it is.
+    no page faults per step for buffers a step frees and allocates again. Loader worker processes forked
+    later inherit it. IMGCLS_MALLOC=0 leaves the allocator as it is; IMGCLS_MALLOC=mmap keeps buffers over
+    32 MiB as mmaps (the setting before 2026-11-29, for comparisons: less peak memory, more system time).
     """
     import ctypes
     import ctypes.util
     import platform
 
-    if os.environ.get("IMGCLS_MALLOC") == "0" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    mode = os.environ.get("IMGCLS_MALLOC")
+    if mode == "0" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
+    settings = {k: v for k, v in MALLOC_SETTINGS.items() if not (mode == "mmap" and k == M_MMAP_MAX)}
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return all(libc.mallopt(k, v) == 1 for k, v in MALLOC_SETTINGS.items())
+        return all(libc.mallopt(k, v) == 1 for k, v in settings.items())
     except (OSError, AttributeError):
         return False
 

@@ -36,7 +36,7 @@ print(int(heap_bytes() - before >= 80 << 20))
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
-@pytest.mark.parametrize("malloc, from_heap", [("0", 0), ("1", 1)])
+@pytest.mark.parametrize("malloc, from_heap", [("0", 0), ("mmap", 0), ("1", 1)])
 def test_buffers_above_32_mib_come_from_the_heap_when_tuned(malloc, from_heap):
     """Tuned, an 80 MiB buffer is heap memory (kept for the next step), not a fresh mmap faulted in again."""
     import os
