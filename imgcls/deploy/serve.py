@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fastapi import Request  # at module level: FastAPI resolves the endpoints' annotations in this module
+from fastapi import Request, UploadFile  # at module level: FastAPI resolves the endpoints' annotations in this module
 from PIL import Image
 
 from imgcls.config import ServeConfig
 from imgcls.data.image_io import IMAGE_FORMATS, ImageProblem
 from imgcls.data.image_io import decode_image as decode_bytes
+from imgcls.deploy.uploads import BadInput, checked_form, read_uploads
 from imgcls.errors import ImgclsError
 
 log = logging.getLogger("imgcls.serve")
@@ -53,12 +54,6 @@ class ServeLimits:
     max_request_pixels: int = 120_000_000  # all images of one request together (decoded RGB: ~3 bytes each)
     max_inflight_images: int = 512  # images decoded and waiting for the model, over all requests; beyond: 503
     max_top_k: int = 100
-
-
-class BadInput(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 def decode_image(data: bytes, name: str, channels: int, max_pixels: int) -> Image.Image:
@@ -139,13 +134,28 @@ def page_html() -> str:
 def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str | None = None, top_k: int = DEFAULTS.top_k,
                limits: ServeLimits | None = None, max_batch: int = DEFAULTS.max_batch,
                batch_window_ms: float = DEFAULTS.batch_window_ms):
-    """The FastAPI app serving `ckpt` (a model file, .onnx or .pt2). Run it with uvicorn, or test it with TestClient."""
-    from fastapi import FastAPI
+    """The FastAPI app serving `ckpt` (a model file, .onnx or .pt2). Run it with uvicorn, or test it with TestClient.
+
+    Its OpenAPI document (/openapi.json, /docs) declares every route's multipart body, query ranges,
+    answers and error statuses (imgcls.deploy.contract).
+    """
+    from fastapi import FastAPI, File, Query, Security
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.routing import APIRoute
+    from fastapi.security import APIKeyHeader, HTTPBearer
     from starlette.exceptions import HTTPException as StarletteHTTPException
-    from starlette.formparsers import MultiPartException
 
+    from imgcls.deploy.contract import (
+        UPLOAD_ERRORS,
+        ExplainAnswer,
+        Health,
+        ModelInfo,
+        PredictAnswer,
+        binary_files,
+        error_responses,
+        upload_encoding,
+    )
     from imgcls.predict import Predictor
 
     limits = limits or ServeLimits()
@@ -168,14 +178,45 @@ def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str 
         decode_pool.shutdown(wait=False, cancel_futures=True)
         batcher.executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="imgcls", description=f"{meta.arch} classifying {len(meta.classes)} classes",
-                  version="1", lifespan=lifespan)
+    # Routes that need the key, and the upload field (name, one file only) of routes that take images.
+    # Both are checked before FastAPI reads the body (GuardedRoute), so a request without the key, too
+    # large, chunked or not multipart costs nothing, and the form is parsed with the server's limits.
+    protected: set[str] = set()
+    uploads: dict[str, tuple[str, bool]] = {}
+
+    class GuardedRoute(APIRoute):
+        def get_route_handler(self):
+            handler = super().get_route_handler()
+            path = self.path
+
+            async def guarded(request: Request):
+                if path in protected:
+                    check_key(request)
+                if path in uploads:  # the form, parsed within the limits; FastAPI's parsing reuses it
+                    field, single = uploads[path]
+                    request = await checked_form(request, field, single=single, max_request_bytes=limits.max_request_bytes,
+                                                 max_files=limits.max_files)
+                return await handler(request)
+
+            return guarded
+
+    app = FastAPI(title="imgcls", description=f"{meta.arch} classifying {len(meta.classes)} classes. Every error "
+                  "answers {\"error\": {\"status\", \"code\", \"message\"}}.", version="1", lifespan=lifespan)
+    app.router.route_class = GuardedRoute
+
+    def openapi() -> dict:  # FastAPI's document, with the uploads spelt as files for client generators
+        if app.openapi_schema is None:
+            app.openapi_schema = binary_files(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi
     app.state.batcher = batcher
     app.state.predictor = predictor
     started = time.time()
 
-    def error(status: int, code: str, message: str) -> JSONResponse:
-        return JSONResponse({"error": {"status": status, "code": code, "message": message}}, status_code=status)
+    def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"error": {"status": status, "code": code, "message": message}}, status_code=status,
+                            headers=headers)
 
     @app.exception_handler(BadInput)
     async def _bad(_: Request, e: BadInput):
@@ -184,7 +225,8 @@ def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, e: StarletteHTTPException):
         codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-        return error(e.status_code, codes.get(e.status_code, "bad_request"), str(e.detail))
+        # 405 carries Allow (RFC 9110): the methods the route has
+        return error(e.status_code, codes.get(e.status_code, "bad_request"), str(e.detail), getattr(e, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError):
@@ -207,49 +249,14 @@ def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str 
         if not hmac.compare_digest(given.encode(), api_key.encode()):
             raise BadInput(401, "unauthorized", "missing or wrong API key (header X-API-Key or Authorization: Bearer)")
 
-    def check_k(k: int | None) -> int:
-        k = top_k if k is None else k
-        if not 1 <= k <= limits.max_top_k:
-            raise BadInput(422, "invalid_request", f"top_k={k} must be between 1 and {limits.max_top_k}")
-        return min(k, len(meta.classes))
+    # The key as OpenAPI security schemes (either header), so that clients and schemathesis know of it;
+    # the check itself is check_key's, made before the body is read.
+    key_deps = [] if api_key is None else [
+        Security(APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")),
+        Security(HTTPBearer(auto_error=False, description="the server's API key as a bearer token"))]
+    key_errors = () if api_key is None else (401,)
 
-    async def read_files(request: Request, field: str, *, single: bool) -> list[tuple[str, bytes]]:
-        length = request.headers.get("content-length", "")
-        if not length.isdigit():  # a chunked body could not be limited before it is stored: refused
-            raise BadInput(411, "length_required", "send a Content-Length header (chunked uploads are not accepted)")
-        if int(length) > limits.max_request_bytes:
-            raise BadInput(413, "too_large", f"request of {int(length):,} bytes; at most {limits.max_request_bytes:,}")
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise BadInput(415, "not_multipart", f"send the image(s) as multipart/form-data in the field '{field}'")
-        try:
-            form = await request.form(max_files=limits.max_files, max_fields=100)
-        except (MultiPartException, StarletteHTTPException) as e:  # starlette wraps the parser's errors in a 400
-            msg = str(getattr(e, "detail", None) or e)
-            if "Too many files" in msg:
-                raise BadInput(413, "too_many_files", msg) from None
-            raise BadInput(400, "bad_multipart", msg) from None
-        try:
-            uploads = [v for k, v in form.multi_items() if k == field and hasattr(v, "read")]
-            if not uploads:
-                sent = sorted({k for k, _ in form.multi_items()})
-                raise BadInput(422, "no_files", f"no file in the field '{field}'"
-                                                 + (f" (the request has: {', '.join(sent)})" if sent else ""))
-            if single and len(uploads) > 1:
-                raise BadInput(422, "one_file", f"send one file in the field '{field}', not {len(uploads)}")
-            out, total = [], 0
-            for i, up in enumerate(uploads):
-                name = up.filename or f"file {i + 1}"
-                data = await up.read(limits.max_file_bytes + 1)
-                if len(data) > limits.max_file_bytes:
-                    raise BadInput(413, "file_too_large", f"{name}: more than {limits.max_file_bytes:,} bytes")
-                total += len(data)
-                if total > limits.max_request_bytes:
-                    raise BadInput(413, "too_large", f"the files add up to more than {limits.max_request_bytes:,} bytes")
-                out.append((name, data))
-            return out
-        finally:
-            await form.close()
-
+    file_limits = {"max_file_bytes": limits.max_file_bytes, "max_request_bytes": limits.max_request_bytes}
     inflight = {"images": 0}
 
     @contextlib.asynccontextmanager
@@ -277,19 +284,27 @@ def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str 
             for name, data in files]))
 
     def result(probs: torch.Tensor, name: str, k: int) -> dict[str, Any]:
-        return {"filename": name, **predictor.result(probs, k)}  # the Predictor's own top-k format
+        return {"filename": name, **predictor.result(probs, min(k, len(meta.classes)))}  # the Predictor's top-k format
+
+    kinds = ", ".join(f.lower() for f in IMAGE_FORMATS)
+    mb = f"{limits.max_file_bytes / 2**20:g} MB"
+    top_k_query = Query(default=top_k, ge=1, le=limits.max_top_k, description=f"labels per image, most likely first (at most the "
+                                                                f"number of classes, {len(meta.classes)}); default {top_k}")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
         return HTMLResponse(page_html())
 
-    @app.get("/health")
+    @app.get("/health", operation_id="health", response_model=Health, responses=error_responses(500),
+             summary="Liveness: never needs the API key")
     async def health():
         return {"status": "ok", "uptime_seconds": round(time.time() - started, 1), "model_calls": batcher.calls}
 
-    @app.get("/model")
-    async def model_info(request: Request):
-        check_key(request)
+    protected.add("/model")
+
+    @app.get("/model", operation_id="model_info", response_model=ModelInfo, dependencies=key_deps,
+             responses=error_responses(*key_errors, 500), summary="The model: classes, preprocessing, metrics, limits")
+    async def model_info():
         p = meta.preprocess
         return {"arch": meta.arch, "format": fmt, "classes": meta.classes, "num_classes": len(meta.classes),
                 "preprocess": {"input_size": p.input_size, "channels": p.channels, "mean": p.mean, "std": p.std,
@@ -298,29 +313,40 @@ def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str 
                 "metrics": {k: v for k, v in meta.metrics.items() if isinstance(v, (int, float, str))},
                 "limits": vars(limits)}
 
-    @app.post("/predict")
-    async def predict(request: Request, top_k: int | None = None):
-        check_key(request)
-        k = check_k(top_k)
-        files = await read_files(request, "files", single=False)
-        async with admitted(files):
-            images = await decode_all(files)
-            probs = await batcher.submit(images)
-        return {"model": meta.arch, "predictions": [result(p, name, k) for p, (name, _) in zip(probs, files)]}
+    protected.add("/predict")
+    uploads["/predict"] = ("files", False)
 
-    @app.post("/explain")
-    async def explain(request: Request, top_k: int | None = None):
-        check_key(request)
+    @app.post("/predict", operation_id="predict", response_model=PredictAnswer, dependencies=key_deps,
+              responses=error_responses(*key_errors, *UPLOAD_ERRORS), openapi_extra=upload_encoding("files"),
+              summary="Classify one or several images")
+    async def predict(files: list[UploadFile] = File(description=f"one or several images ({kinds}; at most "
+                                                                 f"{limits.max_files} files, {mb} each, "
+                                                                 f"{limits.max_pixels:,} pixels each)"),
+                      top_k: int = top_k_query):
+        sent = await read_uploads(files, **file_limits)
+        async with admitted(sent):
+            images = await decode_all(sent)
+            probs = await batcher.submit(images)
+        return {"model": meta.arch, "predictions": [result(p, name, top_k) for p, (name, _) in zip(probs, sent)]}
+
+    protected.add("/explain")
+    uploads["/explain"] = ("file", True)
+
+    @app.post("/explain", operation_id="explain", response_model=ExplainAnswer, dependencies=key_deps,
+              responses=error_responses(*key_errors, *UPLOAD_ERRORS, 501), openapi_extra=upload_encoding("file"),
+              summary="Classify one image and show where the model looked (Grad-CAM)")
+    async def explain(file: UploadFile = File(description=f"one image ({kinds}; at most {mb}, "
+                                                          f"{limits.max_pixels:,} pixels)"),
+                      top_k: int = top_k_query):
         if not can_explain:
             raise BadInput(501, "not_available", f"Grad-CAM needs the PyTorch model file; this server runs a .{fmt} export")
-        k = check_k(top_k)
-        (name, data), = await read_files(request, "file", single=True)
+        (name, data), = await read_uploads([file], **file_limits)
         async with admitted([(name, data)]):
             image, = await decode_all([(name, data)])
             probs = (await batcher.submit([image]))[0]
             loop = asyncio.get_running_loop()
             overlay = await loop.run_in_executor(batcher.executor, _gradcam_png, predictor, image)
-        return {**result(probs, name, k), "overlay": "data:image/png;base64," + base64.b64encode(overlay).decode()}
+        return {**result(probs, name, top_k), "overlay": "data:image/png;base64," + base64.b64encode(overlay).decode()}
 
     return app
 

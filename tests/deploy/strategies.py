@@ -58,3 +58,31 @@ def extreme_images(draw) -> bytes:
 
 
 hostile_bytes = st.one_of(st.binary(max_size=2048), mutated_images(), extreme_images())
+
+
+# Formats the server parses, by the media type a client declares for the part (imgcls.deploy.contract).
+MEDIA_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/bmp": "BMP", "image/gif": "GIF", "image/tiff": "TIFF",
+                 "image/webp": "WEBP", "image/x-portable-anymap": "PPM"}
+
+
+@st.composite
+def real_images(draw, fmt: str | None = None) -> bytes:
+    """A well-formed image file: any of the served formats, mode and size (1 to 300 px a side), random pixels."""
+    fmt = fmt or draw(st.sampled_from(sorted(MEDIA_FORMATS.values())))
+    w, h = draw(st.integers(1, 300)), draw(st.integers(1, 300))
+    modes = {"JPEG": ["RGB", "L", "CMYK"], "PPM": ["RGB", "L"], "BMP": ["RGB", "L", "P"], "GIF": ["P", "L"]}
+    mode = draw(st.sampled_from(modes.get(fmt, ["RGB", "L", "RGBA", "P", "LA"])))
+    seed = draw(st.integers(0, 2**32 - 1))
+    bands = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4, "P": 1}[mode]
+    pixels = np.random.default_rng(seed).integers(0, 256, (h, w, bands), dtype=np.uint8)
+    img = Image.fromarray(pixels[..., 0] if bands == 1 else pixels, mode="L" if bands == 1 else None)
+    if mode == "P":
+        img = img.convert("RGB").convert("P")
+    elif mode in ("LA", "CMYK") and img.mode != mode:
+        img = Image.frombytes(mode, (w, h), pixels.tobytes())
+    return _encode(img, fmt)
+
+
+def broken_images() -> st.SearchStrategy[bytes]:
+    """What a client may send that is no decodable image: random bytes, empty files, mutated real images."""
+    return st.one_of(st.binary(max_size=512), mutated_images())

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 
 import pytest
 
 from imgcls.deploy.serve import create_app
 from imgcls.predict import Predictor
+from tests.deploy.conftest import live_server
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -43,28 +41,10 @@ def need_browser():
     return exe
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(trained):
-    import uvicorn
-
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(trained[0]), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("the server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with live_server(create_app(trained[0])) as url:
+        yield url
 
 
 def test_page_predicts_an_uploaded_image(server, trained):
