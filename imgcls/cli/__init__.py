@@ -157,6 +157,12 @@ def cmd_ablate(cfg: DictConfig) -> None:
     from imgcls.ablation import run_ablation, spec_from_dict
     from imgcls.cli.launch import LauncherRunner, launcher_overrides, uses_launcher
 
+    if cfg.get("ablation") is None:
+        from imgcls.cli.help import compose_verb
+
+        shipped = compose_verb("ablate", [])[2]["ablation"]
+        raise ImgclsError(f"missing ablation=NAME: one of {', '.join(shipped)}, or your own study file "
+                          "(DIR/ablation/NAME.yaml with hydra.searchpath=[file://DIR]; docs/ablation.md)")
     spec = spec_from_dict(_plain(cfg, "ablation"))
     out = cfg.out or str(Path(cfg.project) / "ablate" / spec.name)
     runner = None
@@ -224,6 +230,8 @@ def cmd_prune(cfg: DictConfig) -> None:
 def cmd_serve(cfg: DictConfig) -> None:
     from imgcls.deploy.serve import ServeLimits, serve
 
+    if not cfg.ckpt:
+        raise ImgclsError("missing ckpt=PATH: the model file (or its .onnx / .pt2 export) to serve")
     limits = ServeLimits(max_file_bytes=int(cfg.max_file_mb * 2**20), max_request_bytes=int(cfg.max_request_mb * 2**20),
                          max_files=cfg.max_files, max_pixels=cfg.max_pixels)
     print(f"serving {cfg.ckpt} on http://{cfg.host}:{cfg.port}/ (POST /predict, GET /health, GET /model)")
@@ -354,6 +362,19 @@ def main(argv: list[str] | None = None) -> None:
     if verb not in VERBS:
         print(f"error: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
+    if "--help" in argv or "-h" in argv:  # the verb's own help (Hydra's would list every group of every verb)
+        from imgcls.cli.help import verb_help
+
+        overrides = [a for a in argv if not a.startswith("-")]
+        try:
+            text = verb_help(verb, VERBS[verb][1], overrides)
+        except Exception as e:  # e.g. a misspelt override: say so, and still show the verb's options
+            if not overrides:
+                raise
+            print(f"error: {' '.join(overrides)} does not compose ({str(e).splitlines()[0]}); the defaults:\n", file=sys.stderr)
+            text = verb_help(verb, VERBS[verb][1])
+        print(text)
+        return
     import hydra
 
     register_configs()
