@@ -153,6 +153,18 @@ def cmd_visualize(cfg: DictConfig) -> None:
     print(f"grid: {out / 'visualize.png'}")
 
 
+def cmd_dream(cfg: DictConfig) -> None:
+    from imgcls.explain.dream import dream
+
+    out, r, layer = dream(cfg.source, cfg.ckpt, model=_plain(cfg, "model"), layer=cfg.layer, channel=cfg.channel,
+                          objective=cfg.objective, octaves=cfg.octaves, octave_scale=cfg.octave_scale, steps=cfg.steps,
+                          lr=cfg.lr, jitter=cfg.jitter, sigma=cfg.sigma, max_side=cfg.max_side, out_dir=cfg.out,
+                          project=cfg.project, device=cfg.device, seed=cfg.seed)
+    print(f"layer={layer}{'' if cfg.layer else ' (chosen: give layer=NAME for another)'}; objective ({cfg.objective}) "
+          f"{r.before:.4f} -> {r.after:.4f} over {len(r.octaves)} octave(s)")
+    print(f"dream: {out / 'dream.png'} (octaves: {out / 'octaves.png'})")
+
+
 def cmd_ablate(cfg: DictConfig) -> None:
     from imgcls.ablation import run_ablation, spec_from_dict
     from imgcls.cli.launch import LauncherRunner, launcher_overrides, uses_launcher
@@ -248,6 +260,7 @@ VERBS: dict[str, tuple[Callable[[DictConfig], None], str]] = {
     "embed": (cmd_embed, "embeddings of a data split: ckpt=PATH -> t-SNE and PCA maps"),
     "search": (cmd_search, "similar images: ckpt=PATH index=FOLDER query=IMAGE k=8 -> search.png"),
     "visualize": (cmd_visualize, "activation maximisation of classes or channels: ckpt=PATH -> visualize.png"),
+    "dream": (cmd_dream, "DeepDream: ckpt=PATH source=PHOTO [layer=NAME] -> dream.png, octaves.png"),
     "sanity": (cmd_sanity, "overfit one batch (must reach 100%) + a grid of augmented images with labels"),
     "ablate": (cmd_ablate, "run an ablation study: ablation=NAME -> results.csv (resumable: finished runs are kept)"),
     "report": (cmd_report, "report of an ablation study: study=DIR -> report.md, report.html, plots"),
