@@ -34,6 +34,12 @@ class DataConfig:
     photo_cache: bool = True
     limit: int | None = None  # use a seeded random N samples of each split (quick tests)
     sampler: str = "random"  # random | balanced (each class drawn equally often, with replacement: for imbalanced data)
+    # Segmentation masks (data=segfolder): the classes to keep, each "name" (a class as it is) or "new=old1|old2"
+    # (classes merged), e.g. [person] (person vs rest) or [person, vehicle=car|bus|truck]; every other labelled class
+    # becomes `rest` (or is ignored when rest is null). [] = every class of the data set as it is
+    merge: list[str] = field(default_factory=list)
+    rest: str | None = "background"  # the class the classes left out of `merge` become
+    ignore_index: int = 255  # the mask value that is no class (unlabelled, object borders): loss and metrics skip it
 
 
 @dataclass
@@ -132,6 +138,7 @@ class TrainerConfig:
     accum_steps: int = 1  # gradient accumulation: batches summed into each optimizer step (effective batch = batch_size x this)
     clip_grad: float | None = None  # cap on the gradients' global L2 norm before each optimizer step; null = no clipping
     # the validation number that picks best.safetensors and drives early stopping: val_acc | val_loss | val_f1 (macro F1)
+    # | val_miou (segmentation; there val_acc is pixel accuracy)
     monitor: str = "val_acc"
     # experiment tracking (imgcls/training/trackers.py): csv | tensorboard | mlflow, or a list of them; null = none
     # (results.csv and metrics.json are always written). tensorboard: RUN/tensorboard; mlflow: see mlflow_uri
@@ -176,7 +183,7 @@ def validate(cfg: Any) -> None:
         _check(cfg.name, ("cosine", "onecycle", "linear", "step", "constant"), "sched.name")
     elif isinstance(cfg, TrainerConfig):
         _check(cfg.tta, (0, 1, 2), "trainer.tta")
-        _check(cfg.monitor, ("val_acc", "val_loss", "val_f1"), "trainer.monitor")
+        _check(cfg.monitor, ("val_acc", "val_loss", "val_f1", "val_miou"), "trainer.monitor")  # val_miou: segmentation
         from imgcls.training.trackers import logger_names
 
         logger_names(cfg.logger)  # names every unknown logger

@@ -24,7 +24,7 @@ from torch import nn
 from imgcls.atomic import atomic_path
 from imgcls.errors import ImgclsError
 
-FORMAT_VERSION = 2  # bump when a field is added or changes meaning; `_upgrade` keeps older files loading
+FORMAT_VERSION = 3  # 2: the softmax temperature; 3: the task (classify | segment)
 META_KEY = "imgcls"  # the ModelMeta as JSON: in a model file's header, an ONNX file's metadata_props, a .pt2's extra file
 
 
@@ -51,6 +51,7 @@ class ModelMeta:
     metrics: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # data set and recipe it was trained with
     calibration: dict[str, Any] = field(default_factory=dict)  # {"temperature": T, ...}: Predictor divides logits by T
+    task: str = "classify"  # what the model predicts (imgcls.tasks): classify (a label per image) | segment (per pixel)
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     format_version: int = FORMAT_VERSION
@@ -95,6 +96,9 @@ def _upgrade(d: dict[str, Any], path: Path) -> dict[str, Any]:
     # Upgrades of older formats, one `if version == n` step each.
     if version == 1:  # format 2 added the softmax temperature
         d = {**d, "calibration": {}, "format_version": 2}
+        version = 2
+    if version == 2:  # format 3 added the task; every earlier model file is a classifier
+        d = {**d, "task": "classify", "format_version": 3}
     return d
 
 

@@ -40,6 +40,7 @@ class Predictor:
         self.batch_size = batch_size
         # Temperature scaling (imgcls.evaluation.calibration): calibrated scores, the same predicted classes.
         self.temperature = float(self.meta.calibration.get("temperature", 1.0))
+        self.task = getattr(self.meta, "task", "classify")  # segment: a mask per image instead of labels
         p = self.meta.preprocess
         self.channels = p.channels
         self.transform = eval_transform(tuple(p.input_size), p.mean, p.std, resize=p.resize, interpolation=p.interpolation)
@@ -107,13 +108,25 @@ class Predictor:
         top = [{"label": self.classes[i], "score": float(s)} for s, i in zip(scores.tolist(), idx.tolist())]
         return {"label": top[0]["label"], "score": top[0]["score"], "index": int(idx[0]), "top_k": top}
 
+    def segment_result(self, logits: torch.Tensor, size: tuple[int, int]) -> dict[str, Any]:
+        """One image's answer from its logits (K, h, w): the mask at the image's own (W, H) `size`, from logits
+        resized bilinearly, and each class's share of the pixels."""
+        up = torch.nn.functional.interpolate(logits[None].float(), size=(size[1], size[0]), mode="bilinear",
+                                             align_corners=False)[0]
+        mask = up.argmax(0).to(torch.uint8).numpy()
+        counts = np.bincount(mask.ravel(), minlength=len(self.classes))
+        return {"mask": mask, "pixel_share": {c: round(float(n) / mask.size, 6) for c, n in zip(self.classes, counts) if n},
+                "label": self.classes[int(counts[1:].argmax()) + 1] if len(counts) > 1 and counts[1:].any() else self.classes[0]}
+
     def predict(self, source: ImageInput | Iterable[ImageInput], top_k: int = 5, *, skip_errors: bool = False):
         """Predict one image (returns a dict) or many (a list of dicts).
 
         `source` is a path, a folder, a PIL image, a numpy array, a (C, H, W) tensor, or a list of
         these (an (N, C, H, W) tensor counts as a list). Each result has `label`, `score`, `index`
         and `top_k` = [{"label", "score"}, ...], and `path` for files. With `skip_errors`, an
-        unreadable file gives {"path", "error"} instead of raising.
+        unreadable file gives {"path", "error"} instead of raising. A segmentation model's results have
+        `mask` (H, W) uint8 of class indices at the image's size, `pixel_share` {class: share of the
+        pixels} and `label` (the most frequent class after the first, the background).
         """
         if top_k < 1:
             raise ImgclsError(f"top_k must be at least 1, got {top_k}")
@@ -148,7 +161,15 @@ class Predictor:
                 if not skip_errors:
                     raise
                 results.append({"path": str(item), "error": str(e)})
-        probs = (self.logits(images) / self.temperature).softmax(1)
+        logits = self.logits(images)
+        if self.task == "segment":
+            it = iter(zip(logits, images))
+            for r in results:
+                if "error" not in r:
+                    lg, im = next(it)
+                    r.update(self.segment_result(lg, im.size))
+            return results
+        probs = (logits / self.temperature).softmax(1)
         it = iter(probs)
         for r in results:
             if "error" not in r:
@@ -181,6 +202,8 @@ def predict_to_csv(ckpt: str | os.PathLike, source: str | os.PathLike, out_dir: 
         files = [str(source)]
     out_dir = Path(out_dir) if out_dir else new_run_dir(project, "predict")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if predictor.task == "segment":
+        return _segment_to_files(predictor, files, out_dir, progress)
     path = out_dir / "predictions.csv"
     results = []
     with open(path, "w", newline="") as f, progress_bar(desc="predict", total=len(files), unit="img", progress=progress,
@@ -194,4 +217,32 @@ def predict_to_csv(ckpt: str | os.PathLike, source: str | os.PathLike, out_dir: 
             bar.update(1)
             if (i + 1) % predictor.batch_size == 0:
                 f.flush()  # a batch's rows are on disk before the next batch is decoded
+    return path, results
+
+
+def _segment_to_files(predictor: Predictor, files: list[str], out_dir: Path, progress: bool | None) -> tuple[Path, list[dict]]:
+    """A segmentation model's predictions: masks/NNNNN_<stem>.png (palette PNGs of class indices), overlays/ (the
+    mask on the photo) and predictions.csv (path, most frequent class, the two files, pixel shares, error)."""
+    from imgcls.tasks.segment.draw import overlay, save_mask
+
+    (out_dir / "masks").mkdir(exist_ok=True)
+    (out_dir / "overlays").mkdir(exist_ok=True)
+    path, results, k = out_dir / "predictions.csv", [], len(predictor.classes)
+    with open(path, "w", newline="") as f, progress_bar(desc="predict", total=len(files), unit="img", progress=progress,
+                                                         leave=True) as bar:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "mask", "overlay", "pixel_share", "error"])
+        for i, r in enumerate(predictor.predict_iter(files, skip_errors=True)):
+            row = {"path": r.get("path", ""), "error": r.get("error", "")}
+            if "mask" in r:
+                stem = f"{i:05d}_{Path(r['path']).stem}"
+                mask = save_mask(r.pop("mask"), out_dir / "masks" / f"{stem}.png", k)
+                image = predictor._to_pil(row["path"]) if predictor.channels == 3 else open_image(row["path"], 3)
+                ov = out_dir / "overlays" / f"{stem}.jpg"
+                overlay(image, np.asarray(Image.open(mask)), k).save(ov, quality=90)
+                row.update(label=r["label"], mask=str(mask), overlay=str(ov), pixel_share=r["pixel_share"])
+            w.writerow([row["path"], row.get("label", ""), row.get("mask", ""), row.get("overlay", ""),
+                        json.dumps(row.get("pixel_share", {})), row["error"]])
+            results.append(row)
+            bar.update(1)
     return path, results

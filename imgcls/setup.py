@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import imgcls.tasks.segment  # noqa: F401 - registers the segmentation data sources
 from imgcls.config import (
     TRAIN_GROUPS,
     AugConfig,
@@ -97,6 +98,8 @@ def class_weights_of(cfg: LossConfig, bundle: DataBundle) -> torch.Tensor | None
     if w is None:
         return None
     k = len(bundle.classes)
+    if bundle.task != "classify":
+        raise ImgclsError(f"loss.class_weights is for classifiers; this is a {bundle.task} data set")
     if w == "balanced":
         counts = torch.bincount(bundle.train.labels.cpu(), minlength=k).double()
         return (counts.sum() / (k * counts.clamp(min=1))).float()
@@ -137,6 +140,10 @@ SCRATCH_PHOTO_MODEL = "photonet"  # model=auto on photos when no pretrained weig
 # and a from-scratch net at 112; a GPU affords the weights' native 224.
 PHOTO_SIZES = {("cuda", True): 224, ("cuda", False): 160, ("cpu", True): 160, ("cpu", False): 112}
 PHOTO_RECIPES = {True: "photo_finetune", False: "photo_scratch"}  # the experiment the CLI picks for auto photos
+# model=auto on images with masks: DeepLabV3+ on MobileNetV2 (its ImageNet weights when torchvision's file is on
+# disk), at 256 px on a CPU and 512 on a GPU; the CLI puts this recipe first
+SEGMENT_MODEL, SEGMENT_ENCODER, SEGMENT_SIZES = "deeplabv3plus", "mobilenet_v2", {"cuda": 512, "cpu": 256}
+SEGMENT_RECIPE = "segment_finetune"
 
 
 @dataclass
@@ -150,10 +157,13 @@ class Choice:
     lines: list[str]
     probe: DataBundle | None = field(default=None, repr=False)  # the data as loaded to choose (reused by setup)
     probe_cfg: DataConfig | None = field(default=None, repr=False)  # ... from this config
+    task: str = "classify"
 
     @property
     def recipe(self) -> str | None:
         """The experiment (conf/experiment/) made for this choice: None for small images."""
+        if self.task == "segment":
+            return SEGMENT_RECIPE
         return PHOTO_RECIPES[self.pretrained] if self.photos else None
 
 
@@ -195,6 +205,8 @@ def choose_model(dcfg: DataConfig, device: str | torch.device = "cpu", *, rememb
 
 def _choose_model(dcfg: DataConfig, dev: str) -> Choice:
     probe = load_data(dcfg)  # photos stay files (a scan and a few headers); small images are decoded (cached)
+    if probe.task == "segment":
+        return _choose_segmenter(dcfg, dev, probe)
     how = "model=NAME or model=timm|torchvision model.name=ARCH picks another"
     if probe.in_memory:
         side = probe.image_size[0]
@@ -216,6 +228,22 @@ def _choose_model(dcfg: DataConfig, dev: str) -> Choice:
              f"  fine-tuning ImageNet weights is far better; offline, put {weights_download_hint(*PRETRAINED_CANDIDATES[0])}"
              f" (or pass model.pretrained=FILE with model=torchvision model.name=ARCH)"]
     return Choice(ModelConfig(name=SCRATCH_PHOTO_MODEL), size, True, False, lines, probe, dcfg)
+
+
+def _choose_segmenter(dcfg: DataConfig, dev: str, probe: DataBundle) -> Choice:
+    from imgcls.models.hub import cached_weights, weights_download_hint
+
+    try:
+        found = cached_weights("torchvision", SEGMENT_ENCODER)
+    except ImgclsError:
+        found = None
+    size = dcfg.image_size or SEGMENT_SIZES["cuda" if dev == "cuda" else "cpu"]
+    model = ModelConfig(name=SEGMENT_MODEL, args={"encoder": SEGMENT_ENCODER}, pretrained=found)
+    line = (f"model=auto: images with masks: {SEGMENT_MODEL} on {SEGMENT_ENCODER}, "
+            + (f"its encoder from ImageNet weights on disk ({found})" if found else
+               f"no ImageNet weights on disk: model.pretrained=FILE, or put {weights_download_hint('torchvision', SEGMENT_ENCODER)}")
+            + f", at {size} px (model=unet|lraspp|deeplabv3plus model.encoder=NAME picks another)")
+    return Choice(model, size, False, found is not None, [line], probe, dcfg, task="segment")
 
 
 # ---------------------------------------------------------------- batch sizes that fit in memory
@@ -382,14 +410,18 @@ def setup(cfg: Configs, *, device: torch.device | None = None, restore: bool = F
     if cfg.model.name == "auto":
         choice = choose_model(cfg.data, device)
         messages += choice.lines
-        cfg = dataclasses.replace(cfg, model=choice.model, data=dataclasses.replace(
+        chosen = choice.model
+        if cfg.model.pretrained and choice.task == "segment":  # the user's encoder weights win over the caches'
+            chosen = dataclasses.replace(chosen, pretrained=cfg.model.pretrained)
+        cfg = dataclasses.replace(cfg, model=chosen, data=dataclasses.replace(
             cfg.data, image_size=cfg.data.image_size or choice.image_size))
     dcfg, implied = fill_data_defaults(cfg.data, cfg.model)
     if implied:
         messages.append(f"from the pretrained weights: {', '.join(f'data.{k}={v}' for k, v in implied.items())}")
     # the bundle model=auto loaded to choose, when nothing it depends on changed since (small images)
     bundle = choice.probe if choice is not None and choice.probe_cfg == dcfg else load_data(dcfg)
-    if not bundle.in_memory and dcfg.photo_cache:
+    if not bundle.in_memory and dcfg.photo_cache and bundle.loader is None:  # classification photos (a task's own
+        # loader reads its files and targets itself)
         from imgcls.data.cache import default_cache_dir
         from imgcls.data.prepare import store_photos
 

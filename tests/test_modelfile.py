@@ -138,10 +138,11 @@ def test_format_1_files_still_load_without_a_temperature(tmp_path, net):
 
     old = asdict(make_meta())
     old.pop("calibration")
+    old.pop("task")  # format 3's field: a format-1 file has neither
     old["format_version"] = 1
     path = tmp_path / "v1.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path),
               metadata={META_KEY: _json.dumps(old), "format": "pt"})
     meta = read_meta(path)
-    assert meta.calibration == {} and meta.format_version == 2
+    assert meta.calibration == {} and meta.format_version == 3 and meta.task == "classify"
     assert Predictor.load(path, device="cpu").temperature == 1.0

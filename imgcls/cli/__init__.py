@@ -52,6 +52,13 @@ def cmd_evaluate(cfg: DictConfig) -> None:
                  calibrate=cfg.calibrate)
     if "pretrained" in m:
         print(m["pretrained"])
+    if m.get("task") == "segment":
+        worst = sorted(((v["iou"], c) for c, v in m["per_class"].items() if v["iou"] is not None))[:5]
+        print(f"{m['split']}: mIoU {m['miou']:.2%}  pixel accuracy {m['pixel_acc']:.2%}  mean Dice {m['mean_dice']:.4f}  "
+              f"({m['num_samples']} images, {len(m['classes'])} classes)")
+        print("lowest IoU: " + ", ".join(f"{c} {i:.2%}" for i, c in worst))
+        print(f"metrics: {Path(m['out_dir']) / 'metrics.json'} (per class: per_class.csv)")
+        return
     print(f"{m['split']}: top-1 {m['top1']:.2%}  top-5 {m['top5']:.2%}  macro F1 {m['macro']['f1']:.4f}  "
           f"({m['num_samples']} images)")
     c = m["calibration"]
@@ -66,9 +73,14 @@ def cmd_predict(cfg: DictConfig) -> None:
 
     path, results = predict_to_csv(cfg.ckpt, cfg.source, cfg.out, project=cfg.project, top_k=cfg.top_k,
                                    device=cfg.device)
-    errors = [r for r in results if "error" in r]
+    errors = [r for r in results if r.get("error")]
     for r in results[:10]:
-        print(f"{r['path']}: " + (f"ERROR {r['error']}" if "error" in r else f"{r['label']} ({r['score']:.3f})"))
+        if r.get("error"):
+            print(f"{r['path']}: ERROR {r['error']}")
+        elif "mask" in r:
+            print(f"{r['path']}: " + ", ".join(f"{c} {v:.1%}" for c, v in r["pixel_share"].items()) + f"  ({r['overlay']})")
+        else:
+            print(f"{r['path']}: {r['label']} ({r['score']:.3f})")
     if len(results) > 10:
         print(f"... {len(results) - 10} more")
     if errors:
@@ -333,9 +345,12 @@ def _auto_recipe(argv: list[str]) -> list[str]:
         return argv  # the run itself reports the problem
     if choice.recipe is None:
         return argv
-    print(f"recipe: experiment={choice.recipe}, made for photos {'with' if choice.pretrained else 'without'} "
+    what = "images with masks" if choice.task == "segment" else "photos"
+    print(f"recipe: experiment={choice.recipe}, made for {what} {'with' if choice.pretrained else 'without'} "
           f"pretrained weights (experiment=NAME picks another; key=value overrides still apply)")
-    return [f"experiment={choice.recipe}", *argv]
+    weights = [f"model.pretrained={choice.model.pretrained}"] if choice.task == "segment" and choice.model.pretrained \
+        and not any(a.startswith("model.pretrained=") for a in argv) else []  # the recipe names its model: keep the file
+    return [f"experiment={choice.recipe}", *weights, *argv]
 
 
 # experiment=cifar10 (what `make train` runs): the CIFAR-10 recipe for the device this run will use.

@@ -30,7 +30,7 @@ def model_nodes() -> dict[str, dict]:
     from imgcls.models.registry import model_builder
 
     nodes = {}
-    for name in list_models():
+    for name in list_models(task=None):
         params = inspect.signature(model_builder(name)).parameters
         # pretrained: a weights file to start from (true: the library's, for timm/torchvision); freeze: backbone
         node = {"name": name, "pretrained": None, "freeze": None}

@@ -60,6 +60,8 @@ class DoctorReport:
     from_cache: int
     seconds: float
     notes: list[str] = field(default_factory=list)
+    # a task's target files (segmentation masks): {"split", "path", "error"} for each one that is unusable
+    target_problems: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def conflicting_labels(self) -> list[dict[str, Any]]:
@@ -67,7 +69,7 @@ class DoctorReport:
 
     @property
     def problems(self) -> int:
-        return len(self.unreadable) + len(self.duplicates_across) + len(self.conflicting_labels)
+        return len(self.unreadable) + len(self.duplicates_across) + len(self.conflicting_labels) + len(self.target_problems)
 
     def summary(self) -> str:
         lines = [f"{self.name} at {self.root}: {len(self.classes)} classes, {self.scanned} files scanned "
@@ -91,6 +93,9 @@ class DoctorReport:
                      f"({len(self.conflicting_labels)} with different labels)")
         lines.append(f"  exact duplicates across splits (leakage): {len(self.duplicates_across)} groups"
                      + "".join(f"\n    {' = '.join(d['files'][:3])}" for d in self.duplicates_across[:10]))
+        if self.target_problems:
+            lines.append(f"  targets (masks) with problems: {len(self.target_problems)}" + "".join(
+                f"\n    {t['path']}: {t['error']}" for t in self.target_problems[:20]))
         lines.append("no problems found" if not self.problems else f"{self.problems} problem(s) found")
         return "\n".join(lines)
 
@@ -301,14 +306,22 @@ def doctor(data: Any = None, *, out_dir: str | os.PathLike | None = None, projec
     root = data_root(cfg.root)
     t0 = time.perf_counter()
     files = folder_files(cfg.name, root)
-    if files is not None:
-        scans, ignored, hits = scan_folders(files, root, cache_dir=cfg.cache_dir, use_cache=use_cache, workers=workers)
-    else:
+    targets: list[dict[str, str]] = []
+    if files is None:
         bundle = load_data(dataclasses.replace(cfg, val_fraction=0.0))  # the data set's own splits, no hold-out
-        if bundle.train.images is None:
+        if bundle.train.targets is not None:  # images with target files (masks): the images as files, then the targets
+            files = {split: [("-", i) for i in s.ids] for split in ("train", "val", "test")
+                     if (s := getattr(bundle, split)) is not None}
+            scans, ignored, hits = scan_folders(files, root, cache_dir=cfg.cache_dir, use_cache=use_cache, workers=workers)
+            targets = bundle.check_targets(bundle) if bundle.check_targets else []
+        elif bundle.train.images is None:
             raise ImgclsError(f"doctor scans image folders and data sets held in memory; {cfg.name} is neither here")
-        scans, ignored, hits = scan_tensors(bundle), [], 0
+        else:
+            scans, ignored, hits = scan_tensors(bundle), [], 0
+    else:
+        scans, ignored, hits = scan_folders(files, root, cache_dir=cfg.cache_dir, use_cache=use_cache, workers=workers)
     report = build_report(cfg.name, root, scans, ignored, hits, time.perf_counter() - t0)
+    report.target_problems = targets
     out = Path(out_dir) if out_dir else new_run_dir(project, f"doctor-{cfg.name.lower()}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "doctor.json").write_text(json.dumps(asdict(report), indent=1) + "\n")

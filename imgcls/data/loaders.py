@@ -20,6 +20,9 @@ def make_loader(bundle: DataBundle, split: Split, *, train: bool, batch_size: in
     With `world` > 1 processes, each gets its share (`rank`): a slice of every training batch, a block of
     the evaluation data.
     """
+    if bundle.loader is not None:  # a task's own targets (masks): its data source gave the loader
+        return bundle.loader(bundle, split, train=train, batch_size=batch_size, aug=aug or AugConfig(), seed=seed,
+                             device=device, workers=workers, rank=rank, world=world)
     aug = aug or AugConfig()
     flip = train and (aug.flip if aug.flip is not None else bundle.flip_ok)
     drop_last = train and len(split) > batch_size  # no tiny last batch for batch norm

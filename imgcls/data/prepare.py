@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,10 @@ def _fit_stats(values: list[float], channels: int) -> list[float]:
     raise ImgclsError(f"normalization has {len(values)} values but the images have {channels} channels")
 
 
+# DataConfig options given to the sources that take them (a task's formats: the class map of segmentation masks)
+SOURCE_EXTRAS = ("merge", "rest", "ignore_index")
+
+
 def load_data(cfg: DataConfig) -> DataBundle:
     """Load the data set `cfg` names and prepare it for training (see `DataConfig` for each option)."""
     if cfg.channels not in (None, 1, 3):
@@ -65,8 +70,10 @@ def load_data(cfg: DataConfig) -> DataBundle:
     if cfg.test_fraction is not None and not 0 <= cfg.test_fraction < 1:
         raise ImgclsError(f"data.test_fraction must be in [0, 1), got {cfg.test_fraction}")
     root = data_root(cfg.root)
-    b = get_source(cfg.name)(root, channels=cfg.channels, image_size=cfg.image_size, small_max=cfg.small_max,
-                             cache_dir=cfg.cache_dir, workers=cfg.workers, download=cfg.download)
+    source = get_source(cfg.name)
+    extra = {k: getattr(cfg, k) for k in SOURCE_EXTRAS if k in inspect.signature(source).parameters}
+    b = source(root, channels=cfg.channels, image_size=cfg.image_size, small_max=cfg.small_max,
+               cache_dir=cfg.cache_dir, workers=cfg.workers, download=cfg.download, **extra)
     channels = cfg.channels or b.channels
     size = (cfg.image_size, cfg.image_size) if cfg.image_size else b.image_size
     splits: dict[str, Split | None] = {}
@@ -77,7 +84,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
             keep = torch.randperm(len(s), generator=torch.Generator().manual_seed(cfg.split_seed))[: cfg.limit]
             s = s.subset(keep.sort().values)
         if s is not None and s.images is not None:
-            s = Split(labels=s.labels, ids=s.ids, images=_resize(_convert_channels(s.images, channels), size))
+            s = Split(labels=s.labels, ids=s.ids, images=_resize(_convert_channels(s.images, channels), size), targets=s.targets)
         splits[name] = s
     test_fraction = cfg.test_fraction if cfg.test_fraction is not None else b.default_test_fraction
     val_fraction = cfg.val_fraction
@@ -91,7 +98,8 @@ def load_data(cfg: DataConfig) -> DataBundle:
     mean = _fit_stats(cfg.mean or b.mean, channels)
     std = _fit_stats(cfg.std or b.std, channels)
     return DataBundle(name=b.name, classes=b.classes, channels=channels, image_size=size, mean=mean, std=std,
-                      resize=b.resize, notes=b.notes, flip_ok=b.flip_ok, **splits)
+                      resize=b.resize, notes=b.notes, flip_ok=b.flip_ok, task=b.task, ignore_index=b.ignore_index,
+                      loader=b.loader, check_targets=b.check_targets, **splits)
 
 
 def store_photos(bundle: DataBundle, *, cache_dir: str | Path, workers: int = 2, progress: bool | None = None

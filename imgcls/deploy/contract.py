@@ -84,6 +84,15 @@ class ExplainAnswer(Prediction):
     overlay: str = Field(description="a PNG data URL (data:image/png;base64,...) of the Grad-CAM of the predicted class")
 
 
+class SegmentAnswer(BaseModel):
+    filename: str = Field(description="the uploaded file's name (or 'file 1' when it had none)")
+    label: str = Field(description="the class covering most pixels after the first (the background)")
+    pixel_share: dict[str, float] = Field(description="each class found and its share of the pixels")
+    mask: str = Field(description="a PNG data URL of the mask at the image's size: palette pixels whose values are the "
+                                  "class indices (the model's classes, in order)")
+    overlay: str = Field(description="a JPEG data URL: the photo with each class's pixels tinted")
+
+
 class Health(BaseModel):
     status: str = Field(description="always 'ok' while the server answers")
     uptime_seconds: float
@@ -100,6 +109,7 @@ class Preprocess(BaseModel):
 
 class ModelInfo(BaseModel):
     arch: str
+    task: str = Field(description="classify (POST /predict, /explain) or segment (POST /segment)")
     format: str = Field(description="safetensors (a model file), onnx or pt2")
     classes: list[str]
     num_classes: int

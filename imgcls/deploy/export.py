@@ -74,7 +74,13 @@ def check_images(meta: ModelMeta, *, images: str | os.PathLike | None = None, da
     from imgcls.evaluation.run import split_for_model
 
     try:
-        bundle, ds, cfg = split_for_model(meta, data, split, purpose="to check the export on; pass split=... or images=FOLDER")
+        try:
+            bundle, ds, cfg = split_for_model(meta, data, split, purpose="to check the export on; pass split=... or images=FOLDER")
+        except ImgclsError:
+            if split != "test":
+                raise
+            split = "val"  # a data set without a test split (COCO-style train/val): its validation images
+            bundle, ds, cfg = split_for_model(meta, data, split, purpose="to check the export on; pass split=... or images=FOLDER")
     except ImgclsError as e:
         raise ImgclsError(f"{e}\nthe export is checked on real images: pass images=FOLDER, or data=... with the "
                           f"data set the model was trained on") from None

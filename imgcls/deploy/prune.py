@@ -24,6 +24,7 @@ from imgcls.errors import ImgclsError
 from imgcls.modelfile import save_model
 from imgcls.models import load_model
 from imgcls.run_dir import refuse_overwrite
+from imgcls.tasks import require_classifier
 
 
 @dataclass
@@ -97,6 +98,7 @@ def prune_model(ckpt: str | os.PathLike, amount: float = 0.5, out: str | os.Path
     refuse_overwrite(out, overwrite)
     dev = select_device(device)
     model = load_model(ckpt, device=dev)
+    require_classifier(model.meta.task, "imgcls prune (its fine-tuning and accuracy check)")
     meta = model.meta
     bundle, ds, _ = split_for_model(meta, data, split, source=str(ckpt), purpose="to measure accuracy on")
     test_loader = make_loader(bundle, ds, train=False, batch_size=500, device=dev)

@@ -22,6 +22,7 @@ from imgcls.deploy.runtime import META_KEY, OnnxModel
 from imgcls.errors import ImgclsError
 from imgcls.modelfile import read_meta
 from imgcls.run_dir import refuse_overwrite
+from imgcls.tasks import require_classifier
 
 MODES = ("dynamic", "static")
 
@@ -172,6 +173,8 @@ def quantize(model: str | os.PathLike, mode: str = "static", out: str | os.PathL
     if mode not in MODES:
         raise ImgclsError(f"mode={mode!r} is not one of: {', '.join(MODES)}")
     src = Path(model)
+    require_classifier((read_meta(src) if src.suffix.lower() != ".onnx" else OnnxModel(src).meta).task,
+                       "imgcls quantize (its accuracy check)")
     if src.suffix.lower() != ".onnx":  # a model file: export (and check) it first, unless its export is there
         onnx_path = src.with_suffix(".onnx")
         if not onnx_path.exists() or OnnxModel(onnx_path).meta.to_json() != read_meta(src).to_json():

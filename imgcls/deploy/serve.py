@@ -164,9 +164,13 @@ def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str 
     predictor = Predictor.load(ckpt, device=device)
     meta = predictor.meta
     fmt = Path(ckpt).suffix.lstrip(".").lower()
-    can_explain = isinstance(predictor.model, torch.nn.Module)  # Grad-CAM needs gradients: PyTorch model files
+    can_explain = isinstance(predictor.model, torch.nn.Module) and predictor.task == "classify"  # Grad-CAM: gradients
+
+    segmenter = predictor.task == "segment"
 
     def run_model(images: list[Image.Image]) -> torch.Tensor:
+        if segmenter:  # (N, K, h, w) logits at the model's input size: each request resizes its own to its image
+            return predictor.logits(images)
         return (predictor.logits(images) / predictor.temperature).softmax(1)
 
     batcher = MicroBatcher(run_model, max_batch=max_batch, window=batch_window_ms / 1000)
@@ -306,12 +310,17 @@ def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str 
              responses=error_responses(*key_errors, 500), summary="The model: classes, preprocessing, metrics, limits")
     async def model_info():
         p = meta.preprocess
-        return {"arch": meta.arch, "format": fmt, "classes": meta.classes, "num_classes": len(meta.classes),
+        return {"arch": meta.arch, "task": predictor.task, "format": fmt, "classes": meta.classes, "num_classes": len(meta.classes),
                 "preprocess": {"input_size": p.input_size, "channels": p.channels, "mean": p.mean, "std": p.std,
                                "resize": p.resize},
                 "temperature": predictor.temperature, "explain": can_explain, "top_k": top_k,
                 "metrics": {k: v for k, v in meta.metrics.items() if isinstance(v, (int, float, str))},
                 "limits": vars(limits)}
+
+    if segmenter:
+        _segment_route(app, batcher, predictor, key_deps, key_errors, protected, uploads, admitted, decode_all,
+                       read_uploads, file_limits, kinds, mb, limits)
+        return app
 
     protected.add("/predict")
     uploads["/predict"] = ("files", False)
@@ -349,6 +358,43 @@ def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str 
         return {**result(probs, name, top_k), "overlay": "data:image/png;base64," + base64.b64encode(overlay).decode()}
 
     return app
+
+
+def _segment_route(app, batcher, predictor, key_deps, key_errors, protected, uploads, admitted, decode_all, read_uploads,
+                   file_limits, kinds, mb, limits) -> None:
+    """POST /segment: a segmentation model's answer for one image (the mask and an overlay as data URLs)."""
+    from fastapi import File
+
+    from imgcls.deploy.contract import UPLOAD_ERRORS, SegmentAnswer, error_responses, upload_encoding
+
+    protected.add("/segment")
+    uploads["/segment"] = ("file", True)
+
+    @app.post("/segment", operation_id="segment", response_model=SegmentAnswer, dependencies=key_deps,
+              responses=error_responses(*key_errors, *UPLOAD_ERRORS), openapi_extra=upload_encoding("file"),
+              summary="Segment one image: the class of every pixel")
+    async def segment(file: UploadFile = File(description=f"one image ({kinds}; at most {mb}, "
+                                                          f"{limits.max_pixels:,} pixels)")):
+        (name, data), = await read_uploads([file], **file_limits)
+        async with admitted([(name, data)]):
+            image, = await decode_all([(name, data)])
+            logits = (await batcher.submit([image]))[0]
+            loop = asyncio.get_running_loop()
+            answer = await loop.run_in_executor(batcher.executor, _segment_answer, predictor, logits, image)
+        return {"filename": name, **answer}
+
+
+def _segment_answer(predictor, logits: torch.Tensor, image: Image.Image) -> dict[str, Any]:
+    """The mask (a palette PNG of class indices) and the overlay (JPEG) as data URLs, with the pixel shares."""
+    from imgcls.tasks.segment.draw import overlay, save_mask
+
+    r = predictor.segment_result(logits, image.size)
+    png, jpg = io.BytesIO(), io.BytesIO()
+    save_mask(r["mask"], png, len(predictor.classes))
+    overlay(image, r["mask"], len(predictor.classes)).save(jpg, format="JPEG", quality=85)
+    return {"label": r["label"], "pixel_share": r["pixel_share"],
+            "mask": "data:image/png;base64," + base64.b64encode(png.getvalue()).decode(),
+            "overlay": "data:image/jpeg;base64," + base64.b64encode(jpg.getvalue()).decode()}
 
 
 def _gradcam_png(predictor, image: Image.Image) -> bytes:

@@ -25,6 +25,7 @@ from imgcls.models import load_model
 from imgcls.models.build import build_model, head_parameter_names
 from imgcls.run_dir import new_run_dir
 from imgcls.setup import fill_data_defaults
+from imgcls.tasks import task_for
 
 
 def evaluate_model(model: nn.Module, bundle: DataBundle, split: str, out_dir: Path, *, device: torch.device,
@@ -155,6 +156,13 @@ def evaluate(ckpt: str | Path | None = None, *, model: ModelConfig | dict | str 
     meta = model.meta
     bundle, cfg = data_for_model(meta, data, split, source=str(ckpt))
     out = Path(out_dir) if out_dir else new_run_dir(project, f"eval-{Path(ckpt).parent.name or 'model'}")
+    if meta.task != "classify":  # the task's own metrics and files (segmentation: mIoU, IoU per class)
+        if calibrate:
+            raise ImgclsError(f"calibrate=true fits a classifier's softmax temperature; {ckpt} is a {meta.task} model")
+        metrics = task_for(bundle).evaluate(model, bundle, split, out, device=dev, batch_size=min(batch_size, 16),
+                                            workers=cfg.workers)
+        metrics["out_dir"] = str(out)
+        return metrics
     if tta is None:
         tta = int(meta.train.get("config", {}).get("trainer", {}).get("tta", 0))
     stored = None if calibrate else meta.calibration.get("temperature")

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from imgcls.errors import ImgclsError
 from imgcls.progress import progress_bar
+from imgcls.tasks import require_classifier
 
 
 def embed_batch(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -70,6 +71,7 @@ def embed(ckpt: str | os.PathLike, *, data=None, split: str = "test", limit: int
 
     dev = select_device(device)
     model = load_model(ckpt, device=dev)
+    require_classifier(model.meta.task, "imgcls embed (the penultimate layer of a classifier)")
     meta = model.meta
     cfg = coerce(DataConfig, data if data is not None else meta.train.get("data"), "data")
     pre = meta.preprocess
@@ -175,6 +177,7 @@ def search(ckpt: str | os.PathLike, index: str | os.PathLike, query, *, k: int =
     if k < 1:
         raise ImgclsError(f"k must be at least 1, got {k}")
     p = Predictor.load(ckpt, device=device)
+    require_classifier(p.task, "imgcls search (a classifier's embeddings)")
     q_img = p._to_pil(query)  # a bad query fails before a long indexing
     idx = build_index(p, index, ckpt)
     q = torch.nn.functional.normalize(embed_batch(p.model, p.transform(q_img)[None].to(p.device)), dim=1)

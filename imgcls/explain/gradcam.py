@@ -20,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from imgcls.errors import ImgclsError
+from imgcls.tasks import require_classifier
 
 METHODS = ("gradcam", "gradcam++")
 # Layers whose output is no better a map than their input's (activations) or a coarser one (pooling).
@@ -109,6 +110,7 @@ def explain(ckpt: str | os.PathLike, source: Any, *, methods: Iterable[str] = ME
     from imgcls.run_dir import new_run_dir
 
     p = Predictor.load(ckpt, device=device)
+    require_classifier(p.task, "imgcls explain (Grad-CAM of a class)")
     items = p._expand(source)[:max_images]
     if not items:
         raise ImgclsError(f"no images in {source}")

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from imgcls.errors import ImgclsError
+from imgcls.tasks import require_classifier
 
 
 @dataclass
@@ -131,6 +132,7 @@ def lr_find(*, data: Any = None, model: Any = None, optim: Any = None, aug: Any 
     from imgcls.run_dir import new_run_dir
 
     s = setup(data, model, optim, aug, loss, trainer)
+    require_classifier(s.bundle.task, "imgcls lr-find")
     result = run_range_test(s.model, s.optimizer, train_loader(s), device=s.device, start_lr=start_lr, end_lr=end_lr,
                             steps=steps, class_weights=s.class_weights, main_lr=s.cfg.optim.lr)
     out = Path(out_dir) if out_dir else new_run_dir(s.cfg.trainer.project, f"lr_find-{s.bundle.name}-{type(s.model).__name__.lower()}")

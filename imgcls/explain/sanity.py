@@ -18,6 +18,7 @@ from torch import nn
 
 from imgcls.errors import ImgclsError
 from imgcls.evaluation.plots import plot_image_grid
+from imgcls.tasks import require_classifier
 
 HINTS = ("labels that do not belong to their images (check the class folders and splits/train.txt)",
          "a learning rate far too high or too low (run `imgcls lr-find`)",
@@ -82,6 +83,7 @@ def sanity_check(*, data: Any = None, model: Any = None, optim: Any = None, aug:
     from imgcls.training.optim import build_optimizer
 
     s = setup(data, model, optim, aug, loss, trainer)
+    require_classifier(s.bundle.task, "imgcls sanity")
     out = Path(out_dir) if out_dir else new_run_dir(s.cfg.trainer.project, f"sanity-{s.bundle.name}")
     out.mkdir(parents=True, exist_ok=True)
     xa, ya = next(iter(train_loader(s, batch_size=min(32, len(s.bundle.train)))))

@@ -16,6 +16,7 @@ import torch
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from imgcls.errors import ImgclsError
+from imgcls.tasks import require_classifier
 
 
 def maximize(model: torch.nn.Module, objective, *, shape: tuple[int, int, int], mean: list[float], std: list[float],
@@ -89,6 +90,8 @@ def visualize(ckpt: str | os.PathLike, *, classes: list[str] | None = None, laye
     from imgcls.run_dir import new_run_dir
 
     p = Predictor.load(ckpt, device=device)
+    if layer is None and channels is None:  # class logits: a classifier's; a layer's channels work on any model
+        require_classifier(p.task, "imgcls visualize of classes (give layer= and channels= for a segmenter)")
     pre = p.meta.preprocess
     h, w = (size, size) if size else tuple(pre.input_size)
     shape = (pre.channels, h, w)

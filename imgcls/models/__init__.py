@@ -1,6 +1,16 @@
 """Models: a registry plus one file per family. Importing this package registers them all."""
 
-from imgcls.models import classic, fastnet, hub, mlp, mobilenet, photonet, resnet_cifar, simple_cnn  # noqa: F401  (registers the models)
+from imgcls.models import (  # noqa: F401  (registers the models)
+    classic,
+    fastnet,
+    hub,
+    mlp,
+    mobilenet,
+    photonet,
+    resnet_cifar,
+    segmentation,
+    simple_cnn,
+)
 from imgcls.models.load import load_model
 from imgcls.models.registry import create_model, list_models, model_accepts, register_model
 

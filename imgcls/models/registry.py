@@ -26,9 +26,14 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Sorted names of registered models matching a shell-style pattern."""
-    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+def model_task(name: str) -> str:
+    """The task a registered model is for (a builder's `task` attribute; classify unless it says)."""
+    return getattr(_get(name), "task", "classify")
+
+
+def list_models(pattern: str = "*", task: str | None = "classify") -> list[str]:
+    """Sorted names of registered models of `task` (None: of every task) matching a shell-style pattern."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern) and (task is None or model_task(n) == task))
 
 
 def model_accepts(name: str, arg: str) -> bool:

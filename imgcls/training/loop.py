@@ -16,31 +16,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from imgcls.atomic import write_text_atomic
 from imgcls.config import SchedConfig
 from imgcls.device import autocast
-from imgcls.evaluation.infer import predict_logits
+from imgcls.tasks.classify import CLASSIFY, macro_f1  # noqa: F401 - macro_f1: where it was
 from imgcls.training.checkpoint import load_state, save_state
 from imgcls.training.distributed import SINGLE, Dist, all_sum, barrier, gather_cat
 from imgcls.training.optim import apply_schedule, set_epoch
 
-RESULTS_COLUMNS = ["epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr"]
+# results.csv of a classifier; another task (imgcls.tasks) has its own validation columns between train_acc and lr.
+RESULTS_COLUMNS = ["epoch", "seconds", "train_loss", "train_acc", *CLASSIFY.columns, "lr"]
 # What trainer.monitor may name, with the sign that makes larger better: it picks best.safetensors and drives early stopping.
-MONITORS = {"val_acc": 1.0, "val_loss": -1.0, "val_f1": 1.0}
+MONITORS = CLASSIFY.monitors
 
 
-def macro_f1(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
-    """Unweighted mean over the classes present (in target or predictions) of per-class F1."""
-    k = num_classes
-    counts = torch.bincount(target.cpu() * k + pred.cpu(), minlength=k * k).view(k, k).double()  # rows: truth
-    tp = counts.diag()
-    denom = counts.sum(0) + counts.sum(1)  # predicted + true per class = 2 tp + fp + fn
-    present = denom > 0
-    return float((2 * tp[present] / denom[present]).mean()) if present.any() else 0.0
+def results_columns(task) -> list[str]:
+    return ["epoch", "seconds", "train_loss", "train_acc", *task.columns, "lr"]
 
 
 @dataclass
@@ -98,13 +92,13 @@ def train_one_epoch(
     step: int, total_steps: int, budget: Budget, device: torch.device, amp_dtype, scaler,
     label_smoothing: float = 0.0, ema: nn.Module | None = None, limit_batches: int | None = None,
     desc: str = "train", show_progress: bool = True, class_weights: torch.Tensor | None = None,
-    mix: Callable | None = None, accum_steps: int = 1, clip_grad: float | None = None,
+    mix: Callable | None = None, accum_steps: int = 1, clip_grad: float | None = None, task=CLASSIFY,
 ) -> dict:
     """One pass over `loader`; returns loss, accuracy, images seen, steps done and the last lr.
 
     `accum_steps` batches are summed into each optimizer step (the last group of an epoch may be
     shorter); `clip_grad` caps the gradients' global L2 norm before each step. `step` counts
-    optimizer steps.
+    optimizer steps. `task` (imgcls.tasks) gives the loss and what counts as correct (images, or pixels).
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)  # a group cut short by the budget left nothing behind
@@ -113,7 +107,7 @@ def train_one_epoch(
     n_batches = min(len(loader), limit_batches or len(loader))
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen, lr, t0 = 0, 0.0, time.perf_counter()
+    seen, counted, lr, t0 = 0, 0, 0.0, time.perf_counter()  # images; units of accuracy (images or labelled pixels)
     clock = PhaseClock(device)
     bar = tqdm(total=n_batches, desc=desc, disable=not show_progress, leave=False, dynamic_ncols=True)
     for i, (x, y) in enumerate(loader):
@@ -127,7 +121,7 @@ def train_one_epoch(
             lr = apply_schedule(optimizer, budget.progress(step, total_steps), sched)
         with autocast(device, amp_dtype):
             out = model(x)
-            loss = F.cross_entropy(out, y, weight=class_weights, label_smoothing=label_smoothing)
+            loss = task.loss(out, y, weight=class_weights, label_smoothing=label_smoothing)
         clock.tick("forward")
         steps_now = (i + 1) % accum_steps == 0 or i + 1 == n_batches
         # DistributedDataParallel: gradients are averaged over the processes once per optimizer step
@@ -147,16 +141,17 @@ def train_one_epoch(
             step += 1
         clock.tick("optimizer")
         loss_sum += loss.detach() * len(y)
-        correct += (out.argmax(1) == (y.argmax(1) if y.ndim == 2 else y)).sum()
-        seen += len(y)
+        hit, units = task.hits(out.detach(), y)
+        correct += hit
+        seen, counted = seen + len(y), counted + int(units)
         if show_progress and (i % 10 == 0 or i == n_batches - 1):  # .item() syncs the device: not every step
-            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / max(counted, 1):.3f}",
                             img_s=f"{seen / (time.perf_counter() - t0):.0f}", lr=f"{lr:.3g}")
         bar.update(1)
         clock.tick("logging")
     bar.close()
     per = max(seen, 1)
-    return {"loss": loss_sum.item() / per, "acc": correct.item() / per, "images": seen, "step": step, "lr": lr,
+    return {"loss": loss_sum.item() / per, "acc": correct.item() / max(counted, 1), "images": seen, "step": step, "lr": lr,
             "seconds": time.perf_counter() - t0, "phases": clock.totals}
 
 
@@ -180,13 +175,13 @@ class PhaseClock:
         self._last = now
 
 
-def write_results(rows: list[dict], path: Path) -> None:
+def write_results(rows: list[dict], path: Path, columns: list[str] = RESULTS_COLUMNS) -> None:
     """Rewrite results.csv from the history (atomically), so a resumed run never doubles or drops a row."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=RESULTS_COLUMNS)
+    w = csv.DictWriter(buf, fieldnames=columns)
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in RESULTS_COLUMNS})
+        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in columns})
     write_text_atomic(path, buf.getvalue())
 
 
@@ -209,7 +204,7 @@ def fit(
     show_progress: bool = True, resume: bool = False, small_crop: tuple[int, float] | None = None,
     class_weights: torch.Tensor | None = None, mix: Callable | None = None, dist: Dist = SINGLE,
     accum_steps: int = 1, clip_grad: float | None = None, monitor: str = "val_acc",
-    on_epoch: Callable[[dict], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None, task=CLASSIFY,
 ) -> FitResult:
     """Train for `epochs` (or until the time budget or early stopping), validating after each epoch.
 
@@ -221,10 +216,12 @@ def fit(
     processes, validation logits gathered, and only rank 0 writes files. `monitor` (a MONITORS key)
     picks the best epoch and drives early stopping; `accum_steps` and `clip_grad`: see `train_one_epoch`.
     `on_epoch(row)` (rank 0, after results.csv) gets each epoch's row with its training images/s (trackers).
+    `task` (imgcls.tasks) gives the loss, accuracy and validation numbers (and the monitors they allow).
     """
-    if monitor not in MONITORS:
-        raise ValueError(f"monitor must be one of {', '.join(MONITORS)}, got {monitor!r}")
-    sign = MONITORS[monitor]
+    if monitor not in task.monitors:
+        raise ValueError(f"monitor must be one of {', '.join(task.monitors)}, got {monitor!r}")
+    sign = task.monitors[monitor]
+    columns = results_columns(task)
     budget = budget or Budget()
     steps_per_epoch = min(len(train_loader), limit_batches or len(train_loader))
     total_steps = epochs * -(-steps_per_epoch // accum_steps)  # optimizer steps
@@ -243,7 +240,7 @@ def fit(
         best_score = info.get("best_score", best_acc)
         budget.spent_before, images_seen = info["train_seconds"], info.get("images_seen", 0)
         if dist.is_main:
-            write_results(history, run_dir / "results.csv")  # a kill between state and results.csv loses no row
+            write_results(history, run_dir / "results.csv", columns)  # a kill between state and results.csv loses no row
         if info.get("finished"):
             tqdm.write(f"{run_dir} had already finished ({len(history)} epochs): nothing left to train")
             start_epoch = epochs
@@ -264,7 +261,8 @@ def fit(
                              total_steps=total_steps, budget=budget, device=device, amp_dtype=amp_dtype, scaler=scaler,
                              label_smoothing=label_smoothing, ema=ema, limit_batches=limit_batches,
                              desc=f"epoch {epoch + 1}/{epochs}", show_progress=show_progress,
-                             class_weights=class_weights, mix=mix, accum_steps=accum_steps, clip_grad=clip_grad)
+                             class_weights=class_weights, mix=mix, accum_steps=accum_steps, clip_grad=clip_grad,
+                             task=task)
         if dist.enabled:  # the epoch's numbers over all processes
             loss_sum, correct, seen = all_sum(dist, [tr["loss"] * tr["images"], tr["acc"] * tr["images"], tr["images"]])
             tr.update(loss=loss_sum / max(seen, 1), acc=correct / max(seen, 1), images=int(seen))
@@ -272,15 +270,13 @@ def fit(
         for k, v in tr["phases"].items():
             phases[k] = phases.get(k, 0.0) + v
         row = {"epoch": epoch + 1, "train_loss": round(tr["loss"], 6), "train_acc": round(tr["acc"], 6),
-               "val_loss": None, "val_acc": None, "val_f1": None, "lr": round(tr["lr"], 8)}
+               **dict.fromkeys(task.columns), "lr": round(tr["lr"], 8)}
         if val_loader is not None:
             t_val = time.perf_counter()
-            logits, labels = predict_logits(eval_model, val_loader, device=device, amp_dtype=amp_dtype)
-            logits, labels = gather_cat(dist, logits), gather_cat(dist, labels)
+            numbers = task.validate(eval_model, val_loader, device=device, amp_dtype=amp_dtype,
+                                    gather=lambda t: gather_cat(dist, t))
             phases["validation"] = phases.get("validation", 0.0) + time.perf_counter() - t_val
-            row["val_loss"] = round(F.cross_entropy(logits, labels).item(), 6)
-            row["val_acc"] = round((logits.argmax(1) == labels).float().mean().item(), 6)
-            row["val_f1"] = round(macro_f1(logits.argmax(1), labels, logits.shape[1]), 6)
+            row.update({k: round(v, 6) for k, v in numbers.items()})
         row["seconds"] = round(time.perf_counter() - t0, 3)
         history.append(row)
         improved = val_loader is None or sign * row[monitor] > best_score
@@ -290,7 +286,7 @@ def fit(
             best_epoch, bad_epochs = epoch + 1, 0
         else:
             bad_epochs += 1
-        metrics = {k: row[k] for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1")}
+        metrics = {k: row[k] for k in ("epoch", "train_loss", "train_acc", *task.columns)}
         done = epoch + 1 == epochs or budget.exhausted() or (patience and bad_epochs >= patience)
         info = {"epoch": epoch + 1, "step": step, "history": history, "best_acc": best_acc, "best_score": best_score,
                 "best_epoch": best_epoch,
@@ -301,10 +297,10 @@ def fit(
             if improved:
                 save_model(eval_model, "best", metrics)
             save_state(state_path, model=_without_ddp(model), optimizer=optimizer, ema=ema, scaler=scaler, info=info)
-            write_results(history, run_dir / "results.csv")
+            write_results(history, run_dir / "results.csv", columns)
             if on_epoch is not None:
                 on_epoch({**row, "images_per_second": tr["images"] / max(tr["seconds"], 1e-9)})
-            val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f}" if val_loader is not None else ""
+            val = "".join(f" {k} {row[k]:.4f}" for k in task.columns[:3]) if val_loader is not None else ""
             tqdm.write(f"epoch {epoch + 1}/{epochs}: train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f}"
                        f"{val} ({row['seconds']:.1f}s)")
         barrier(dist)  # the others wait until the state is on disk (a resume finds it whole)

@@ -32,9 +32,10 @@ from imgcls.data.augment import batch_mix
 from imgcls.device import amp_dtype as pick_amp_dtype
 from imgcls.device import autocast, grad_scaler, select_device, set_deterministic
 from imgcls.errors import ImgclsError
-from imgcls.evaluation import evaluate_model, plot_learning_curves
 from imgcls.evaluation.calibration import fit_temperature
 from imgcls.evaluation.infer import predict_logits
+from imgcls.evaluation.plots import plot_learning_curves
+from imgcls.evaluation.run import evaluate_model
 from imgcls.modelfile import ModelMeta, load_weights, read_meta, save_model
 from imgcls.progress import show_progress
 from imgcls.run_dir import new_run_dir, resume_dir
@@ -50,6 +51,7 @@ from imgcls.setup import (  # noqa: F401
     setup,
     train_loader,
 )
+from imgcls.tasks import task_for
 from imgcls.training.distributed import Dist, all_max, barrier, broadcast, device_for, sync_batchnorm
 from imgcls.training.distributed import init as init_distributed
 from imgcls.training.distributed import shutdown as shutdown_distributed
@@ -124,7 +126,8 @@ def estimate_eval_seconds(net: nn.Module, bundle: DataBundle, split: str, tcfg: 
     """
     data = getattr(bundle, split)
     n = min(probe, len(data), tcfg.eval_batch_size)
-    x, _ = next(iter(make_loader(bundle, data, train=False, batch_size=n, device=device)))
+    x, y = next(iter(make_loader(bundle, data, train=False, batch_size=n, device=device)))
+    task = task_for(bundle)
     was_training = net.training
     net.eval()
     with torch.no_grad(), autocast(device, dtype):
@@ -132,7 +135,10 @@ def estimate_eval_seconds(net: nn.Module, bundle: DataBundle, split: str, tcfg: 
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        tta_logits(net, x, tcfg.tta)
+        out = tta_logits(net, x, tcfg.tta)
+        if task.name != "classify":  # its evaluation also takes the loss and the metrics of every batch (per pixel)
+            task.loss(out.float().cpu(), y.cpu())
+            out.argmax(1)
         if device.type == "cuda":
             torch.cuda.synchronize()
         per_image = (time.perf_counter() - t) / n
@@ -221,6 +227,7 @@ def _fit_and_score(s: Setup, cfg: Configs, dist: Dist, run_dir: Path, train_dl, 
                    t_fit: float) -> TrainResult:
     """Train, then (rank 0) score the best weights, write the profile and give the trackers the final numbers."""
     a, t = cfg.aug, cfg.trainer
+    task = task_for(s.bundle)
     result = fit(train_net, train_dl, val_dl, s.optimizer, run_dir=run_dir, epochs=t.epochs, sched=cfg.sched,
                  device=s.device, amp_dtype=dtype, scaler=grad_scaler(s.device, dtype), save_model=save,
                  label_smoothing=t.label_smoothing, ema=ema, patience=t.patience, budget=budget,
@@ -228,7 +235,7 @@ def _fit_and_score(s: Setup, cfg: Configs, dist: Dist, run_dir: Path, train_dl, 
                  small_crop=(a.small_crop, a.small_crop_until) if a.small_crop else None,
                  class_weights=s.class_weights, mix=batch_mix(a, len(s.bundle.classes)), dist=dist,
                  accum_steps=t.accum_steps, clip_grad=t.clip_grad, monitor=t.monitor,
-                 on_epoch=trackers.log_epoch if trackers else None)
+                 on_epoch=trackers.log_epoch if trackers else None, task=task)
     if not result.history:
         raise ImgclsError(f"no epoch was trained in {run_dir} (the time budget is too small for one epoch)")
     # Training is over: the processes part here, and rank 0 alone scores the model (no collective can
@@ -241,14 +248,18 @@ def _fit_and_score(s: Setup, cfg: Configs, dist: Dist, run_dir: Path, train_dl, 
                            train_seconds=result.train_seconds, images_seen=result.images_seen)
     plot_learning_curves(run_dir / "results.csv", run_dir / "learning_curves.png")
     eval_net = ema.module if ema is not None else net
-    metrics = _score(s, eval_net, result, run_dir, test_split, val_dl, dtype, dist, save, calibration) if test_split else {}
+    score = _score if task.name == "classify" else _score_task
+    metrics = score(s, eval_net, result, run_dir, test_split, val_dl, dtype, dist, save, calibration) if test_split else {}
     trackers.log_final(metrics, run_dir, len(result.history))
     total = time.perf_counter() - t_start
     _write_profile(run_dir, result, metrics, total=total, before_training=t_fit - t_start, train_images=len(s.bundle.train))
-    tta_note = f" with TTA level {t.tta} ({metrics['top1_no_tta']:.2%} without)" if test_split and t.tta else ""
+    tta_note = f" with TTA level {t.tta} ({metrics['top1_no_tta']:.2%} without)" if test_split and t.tta and \
+        task.name == "classify" else ""
     own, workers = peak_memory()
+    headline = f"{test_split} top-1 {metrics['top1']:.2%}{tta_note}" if task.name == "classify" else \
+        task.headline(metrics, test_split) if test_split else ""
     print(f"done in {total:.1f}s (training {result.train_seconds:.1f}s)"
-          + (f"; {test_split} top-1 {metrics['top1']:.2%}{tta_note}" if test_split else "")
+          + (f"; {headline}" if test_split else "")
           + f"; peak memory {own / 2**30:.2f} GB"
           + (f" (+ {workers / 2**30:.2f} GB in child processes: loader or compile workers)" if workers else ""))
     return TrainResult(run_dir=run_dir, best=best, last=last, metrics=metrics, history=result.history,
@@ -320,7 +331,7 @@ def _saver(s: Setup, run_dir: Path, dist: Dist, calibration: dict) -> Callable[[
             return
         meta = ModelMeta(arch=s.cfg.model.name, arch_args=s.arch_args, classes=s.bundle.classes,
                          preprocess=preprocess_of(s.bundle), metrics=metrics, train=recipe,
-                         calibration=dict(calibration))
+                         calibration=dict(calibration), task=s.bundle.task)
         save_model(run_dir / f"{which}.safetensors", m, meta)
 
     return save
@@ -374,6 +385,26 @@ def _score(s: Setup, eval_net: nn.Module, result: FitResult, run_dir: Path, spli
     elif calibration:  # last keeps its own weights; give it the temperature too (fitted on best's val logits)
         load_weights(eval_net, last, arch=s.cfg.model.name)
         save(eval_net, "last", read_meta(last).metrics)
+    return metrics
+
+
+def _score_task(s: Setup, eval_net: nn.Module, result: FitResult, run_dir: Path, split: str, val_dl, dtype, dist: Dist,
+                save, calibration: dict) -> dict[str, Any]:
+    """Score the best weights on `split` with the task's own evaluation (segmentation: mIoU); the model files get it."""
+    t, b = s.cfg.trainer, s.bundle
+    task = task_for(b)
+    load_weights(eval_net, run_dir / "best.safetensors", arch=s.cfg.model.name)
+    t_eval = time.perf_counter()
+    metrics = task.evaluate(eval_net, b, split, run_dir, device=s.device, batch_size=t.eval_batch_size, amp_dtype=dtype,
+                            workers=s.cfg.data.workers)
+    headline = {k: metrics[k] for k in ("miou", "pixel_acc", "mean_dice") if k in metrics}
+    summary = {"epoch": result.best_epoch, "best_val_acc": result.best_val_acc, "task": task.name,
+               **{f"{split}_{k}": v for k, v in headline.items()}, "train_seconds": round(result.train_seconds, 2),
+               "eval_seconds": round(time.perf_counter() - t_eval, 2)}
+    metrics["summary"] = summary
+    save(eval_net, "best", summary)
+    if result.best_epoch == len(result.history) or b.val is None:
+        save(eval_net, "last", summary)
     return metrics
 
 
