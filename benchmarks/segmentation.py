@@ -35,7 +35,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "segmentation.json"
 def run(classes: str, seed: int, project: Path, extra: list[str]) -> dict:
     data = Path(os.environ["IMGCLS_DATA"]) / "coco128" / "semantic_segmentation"
     weights = Path(os.environ["IMGCLS_WEIGHTS"]) / "imagenet" / "mobilenet_v2-imagenet-fp32.pth"
-    name = f"coco128-{classes}-seed{seed}"
+    model = next((e.split("=", 1)[1] for e in extra if e.startswith("model=")), "deeplabv3plus")
+    name = f"coco128-{classes}-{model}-seed{seed}" if model != "deeplabv3plus" else f"coco128-{classes}-seed{seed}"
     cmd = [sys.executable, "-m", "imgcls", "train", "experiment=segment_finetune", f"data.root={data}",
            f"model.pretrained={weights}", f"trainer.seed={seed}", f"trainer.project={project}", f"trainer.name={name}",
            "trainer.progress=false", *(["data.merge=[person]"] if classes == "person" else []), *extra]
@@ -53,9 +54,10 @@ def record(run_dir: Path, classes: str, seed: int, command: str, wall: float | N
     from imgcls.modelfile import read_meta
 
     m = json.loads((run_dir / "metrics.json").read_text())
+    model = read_meta(run_dir / "best.safetensors").arch
     prof = json.loads((run_dir / "profile.json").read_text())
     curve = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(open(run_dir / "results.csv"))]
-    return {"classes": classes, "seed": seed, "command": command, "wall_seconds": None if wall is None else round(wall, 1),
+    return {"classes": classes, "model": model, "seed": seed, "command": command, "wall_seconds": None if wall is None else round(wall, 1),
             "train_seconds": prof["training"], "total_seconds": prof["total"], "epochs": len(curve),
             "best_epoch": read_meta(run_dir / "best.safetensors").metrics["epoch"],
             "val_miou": m["miou"], "val_pixel_acc": m["pixel_acc"], "val_mean_dice": m["mean_dice"],
@@ -68,19 +70,19 @@ def record(run_dir: Path, classes: str, seed: int, command: str, wall: float | N
 def write_table() -> None:
     """The docs' table: per setting (person vs rest, all classes), mean ± std over its seeds, from the JSON."""
     rows = json.loads(RESULTS.read_text())
-    out = ["| classes | seeds | val mIoU (best epoch) | val mIoU (last epoch) | person IoU | pixel accuracy | epochs | "
-           "wall s (max) | peak RSS GB |", "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| classes | model | seeds | val mIoU (best epoch) | val mIoU (last epoch) | person IoU | pixel accuracy | epochs | "
+           "wall s (max) | peak RSS GB |", "|---|---|---|---|---|---|---|---|---|---|"]
 
     def ms(v: list[float], scale: float = 100, fmt: str = "{:.1f}") -> str:
         return fmt.format(statistics.mean(v) * scale) + (" ± " + fmt.format(statistics.stdev(v) * scale) if len(v) > 1 else "")
 
-    for classes in ("person", "all"):
-        rs = [r for r in rows if r["classes"] == classes]
-        if not rs:
-            continue
+    groups = sorted({(r["classes"], r.get("model", "deeplabv3plus")) for r in rows},
+                    key=lambda g: (g[0] != "person", g[1] != "deeplabv3plus", g[1]))
+    for classes, model in groups:
+        rs = [r for r in rows if r["classes"] == classes and r.get("model", "deeplabv3plus") == model]
         person = [r["per_class_iou"]["person"] for r in rs if r["per_class_iou"].get("person") is not None]
         label = "person vs rest" if classes == "person" else f"all ({len(rs[0]['per_class_iou'])})"
-        out.append(f"| {label} | {', '.join(str(r['seed']) for r in rs)} | {ms([r['val_miou'] for r in rs])} "
+        out.append(f"| {label} | {model} | {', '.join(str(r['seed']) for r in rs)} | {ms([r['val_miou'] for r in rs])} "
                    f"| {ms([r['last_epoch_val_miou'] for r in rs])} | {ms(person) if person else '-'} "
                    f"| {ms([r['val_pixel_acc'] for r in rs])} | {ms([r['epochs'] for r in rs], 1, '{:.0f}')} "
                    f"| {max(r['wall_seconds'] for r in rs):.0f} | {max(r['peak_rss_gb'] for r in rs):.2f} |")

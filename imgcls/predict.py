@@ -26,6 +26,7 @@ from imgcls.progress import progress_bar
 from imgcls.run_dir import new_run_dir
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+SEGMENT_LOGIT_BYTES = 2**29  # at most this much memory for a segmentation's logits at the photo's size (512 MB)
 
 
 class Predictor:
@@ -111,9 +112,17 @@ class Predictor:
     def segment_result(self, logits: torch.Tensor, size: tuple[int, int]) -> dict[str, Any]:
         """One image's answer from its logits (K, h, w): the mask at the image's own (W, H) `size`, from logits
         resized bilinearly, and each class's share of the pixels."""
-        up = torch.nn.functional.interpolate(logits[None].float(), size=(size[1], size[0]), mode="bilinear",
-                                             align_corners=False)[0]
-        mask = up.argmax(0).to(torch.uint8).numpy()
+        w, h = size
+        k = logits.shape[0]
+        # Logits at the photo's size cost 4 K bytes a pixel (a 48-megapixel photo and 100 classes: 19 GB): above
+        # SEGMENT_LOGIT_BYTES the classes are decided at a smaller size and the mask enlarged (nearest neighbours).
+        scale = min(1.0, (SEGMENT_LOGIT_BYTES / (4 * k * w * h)) ** 0.5)
+        mid = (max(1, round(h * scale)), max(1, round(w * scale)))
+        up = torch.nn.functional.interpolate(logits[None].float(), size=mid, mode="bilinear", align_corners=False)[0]
+        mask = up.argmax(0).to(torch.uint8)
+        if mid != (h, w):
+            mask = torch.nn.functional.interpolate(mask[None, None].float(), size=(h, w), mode="nearest")[0, 0].to(torch.uint8)
+        mask = mask.numpy()
         counts = np.bincount(mask.ravel(), minlength=len(self.classes))
         return {"mask": mask, "pixel_share": {c: round(float(n) / mask.size, 6) for c, n in zip(self.classes, counts) if n},
                 "label": self.classes[int(counts[1:].argmax()) + 1] if len(counts) > 1 and counts[1:].any() else self.classes[0]}

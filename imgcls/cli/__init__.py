@@ -346,8 +346,11 @@ def _auto_recipe(argv: list[str]) -> list[str]:
     if choice.recipe is None:
         return argv
     what = "images with masks" if choice.task == "segment" else "photos"
-    print(f"recipe: experiment={choice.recipe}, made for {what} {'with' if choice.pretrained else 'without'} "
-          f"pretrained weights (experiment=NAME picks another; key=value overrides still apply)")
+    given = choice.task == "segment" and any(a.startswith("model.pretrained=") for a in argv)
+    weights = "the pretrained weights given" if given else \
+        f"{'' if choice.pretrained else 'no '}pretrained weights on disk"
+    print(f"recipe: experiment={choice.recipe}, made for {what}, with {weights} (experiment=NAME picks another; "
+          f"key=value overrides still apply)")
     weights = [f"model.pretrained={choice.model.pretrained}"] if choice.task == "segment" and choice.model.pretrained \
         and not any(a.startswith("model.pretrained=") for a in argv) else []  # the recipe names its model: keep the file
     return [f"experiment={choice.recipe}", *weights, *argv]

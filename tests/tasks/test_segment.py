@@ -320,3 +320,32 @@ def test_coco_json_polygons_and_rle_become_the_same_masks(tmp_path, monkeypatch)
     assert set(np.unique(ma)) == {0, 3} and set(np.unique(mb)) == {0, 7, 255}
     assert ((ma == 3) == (square == 1)).mean() > 0.97  # the polygon, rasterized, is the box (edges within a pixel)
     assert np.array_equal(mb == 7, square == 1) and np.array_equal(mb == 255, crowd == 1)  # RLE exactly; crowd ignored
+
+
+def test_schemathesis_finds_nothing_on_the_segment_route(segmenter, tmp_path):
+    """The route a new task added holds to the contract as the classifier's do (tests/deploy/test_contract.py)."""
+    from imgcls.deploy.serve import create_app
+    from tests.deploy.conftest import live_server
+    from tests.deploy.test_contract import cases, schemathesis
+
+    app = create_app(segmenter[0].best)
+    with live_server(app) as url:
+        p = schemathesis(url, tmp_path, "real")
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-6000:]
+    assert cases(out) >= 100 and app.state.batcher.calls >= 20, out[-3000:]
+
+
+def test_a_huge_photo_is_segmented_within_a_memory_bound(segmenter, monkeypatch):
+    """Above the bound the classes are decided at a smaller size and the mask enlarged: same shape, same answer
+    where the logits are far from a tie."""
+    import imgcls.predict as predict
+
+    r, root = segmenter
+    photo = Image.open(root / "images" / "val" / "val003.jpg").resize((480, 400))
+    p = predict.Predictor.load(r.best, device="cpu")
+    full = p.predict(photo)["mask"]
+    monkeypatch.setattr(predict, "SEGMENT_LOGIT_BYTES", 4 * 2 * 120 * 100)  # 2 classes at 120 x 100 at most
+    small = p.predict(photo)["mask"]
+    assert small.shape == full.shape == (400, 480)
+    assert (small == full).mean() > 0.95
