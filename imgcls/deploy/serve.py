@@ -152,6 +152,7 @@ def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str 
         Health,
         ModelInfo,
         PredictAnswer,
+        SegmentAnswer,
         binary_files,
         error_responses,
         upload_encoding,
@@ -317,9 +318,23 @@ def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str 
                 "metrics": {k: v for k, v in meta.metrics.items() if isinstance(v, (int, float, str))},
                 "limits": vars(limits)}
 
-    if segmenter:
-        _segment_route(app, batcher, predictor, key_deps, key_errors, protected, uploads, admitted, decode_all,
-                       read_uploads, file_limits, kinds, mb, limits)
+    if segmenter:  # a segmentation model: POST /segment instead of /predict and /explain
+        protected.add("/segment")
+        uploads["/segment"] = ("file", True)
+
+        @app.post("/segment", operation_id="segment", response_model=SegmentAnswer, dependencies=key_deps,
+                  responses=error_responses(*key_errors, *UPLOAD_ERRORS), openapi_extra=upload_encoding("file"),
+                  summary="Segment one image: the class of every pixel")
+        async def segment(file: UploadFile = File(description=f"one image ({kinds}; at most {mb}, "
+                                                              f"{limits.max_pixels:,} pixels)")):
+            (name, data), = await read_uploads([file], **file_limits)
+            async with admitted([(name, data)]):
+                image, = await decode_all([(name, data)])
+                logits = (await batcher.submit([image]))[0]
+                loop = asyncio.get_running_loop()
+                answer = await loop.run_in_executor(batcher.executor, _segment_answer, predictor, logits, image)
+            return {"filename": name, **answer}
+
         return app
 
     protected.add("/predict")
@@ -358,30 +373,6 @@ def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str 
         return {**result(probs, name, top_k), "overlay": "data:image/png;base64," + base64.b64encode(overlay).decode()}
 
     return app
-
-
-def _segment_route(app, batcher, predictor, key_deps, key_errors, protected, uploads, admitted, decode_all, read_uploads,
-                   file_limits, kinds, mb, limits) -> None:
-    """POST /segment: a segmentation model's answer for one image (the mask and an overlay as data URLs)."""
-    from fastapi import File
-
-    from imgcls.deploy.contract import UPLOAD_ERRORS, SegmentAnswer, error_responses, upload_encoding
-
-    protected.add("/segment")
-    uploads["/segment"] = ("file", True)
-
-    @app.post("/segment", operation_id="segment", response_model=SegmentAnswer, dependencies=key_deps,
-              responses=error_responses(*key_errors, *UPLOAD_ERRORS), openapi_extra=upload_encoding("file"),
-              summary="Segment one image: the class of every pixel")
-    async def segment(file: UploadFile = File(description=f"one image ({kinds}; at most {mb}, "
-                                                          f"{limits.max_pixels:,} pixels)")):
-        (name, data), = await read_uploads([file], **file_limits)
-        async with admitted([(name, data)]):
-            image, = await decode_all([(name, data)])
-            logits = (await batcher.submit([image]))[0]
-            loop = asyncio.get_running_loop()
-            answer = await loop.run_in_executor(batcher.executor, _segment_answer, predictor, logits, image)
-        return {"filename": name, **answer}
 
 
 def _segment_answer(predictor, logits: torch.Tensor, image: Image.Image) -> dict[str, Any]:
