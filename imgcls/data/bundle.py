@@ -23,7 +23,6 @@ class Split:
     stored: Stored | None = None
     targets: list[str] | None = None  # per-sample target files beside the images (segmentation: mask paths); None: labels
 
-
     def __len__(self) -> int:
         return len(self.labels)
 

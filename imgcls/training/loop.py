@@ -107,7 +107,8 @@ def train_one_epoch(
     n_batches = min(len(loader), limit_batches or len(loader))
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen, counted, lr, t0 = 0, 0, 0.0, time.perf_counter()  # images; units of accuracy (images or labelled pixels)
+    counted = torch.zeros((), device=device, dtype=torch.long)  # units of accuracy: images, or labelled pixels
+    seen, lr, t0 = 0, 0.0, time.perf_counter()
     clock = PhaseClock(device)
     bar = tqdm(total=n_batches, desc=desc, disable=not show_progress, leave=False, dynamic_ncols=True)
     for i, (x, y) in enumerate(loader):
@@ -141,17 +142,18 @@ def train_one_epoch(
             step += 1
         clock.tick("optimizer")
         loss_sum += loss.detach() * len(y)
-        hit, units = task.hits(out.detach(), y)
+        hit, units = task.hits(out.detach(), y)  # tensors stay on the device: no sync per step
         correct += hit
-        seen, counted = seen + len(y), counted + int(units)
+        counted += units
+        seen += len(y)
         if show_progress and (i % 10 == 0 or i == n_batches - 1):  # .item() syncs the device: not every step
-            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / max(counted, 1):.3f}",
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / max(counted.item(), 1):.3f}",
                             img_s=f"{seen / (time.perf_counter() - t0):.0f}", lr=f"{lr:.3g}")
         bar.update(1)
         clock.tick("logging")
     bar.close()
     per = max(seen, 1)
-    return {"loss": loss_sum.item() / per, "acc": correct.item() / max(counted, 1), "images": seen, "step": step, "lr": lr,
+    return {"loss": loss_sum.item() / per, "acc": correct.item() / max(counted.item(), 1), "images": seen, "step": step, "lr": lr,
             "seconds": time.perf_counter() - t0, "phases": clock.totals}
 
 

@@ -91,7 +91,7 @@ def test_the_ignore_index_is_ignored_by_the_loss_and_the_metrics():
     meter.update(logits.argmax(1), y)
     assert int(meter.compute().sum()) == int((y != 255).sum())  # ignored pixels are in no cell
     correct, counted = SEGMENT.hits(logits, y)
-    assert counted == int((y != 255).sum()) and int(correct) == int(((logits.argmax(1) == y) & (y != 255)).sum())
+    assert int(counted) == int((y != 255).sum()) and int(correct) == int(((logits.argmax(1) == y) & (y != 255)).sum())
 
 
 def test_miou_equals_the_hand_computed_value():

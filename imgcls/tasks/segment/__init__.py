@@ -56,10 +56,10 @@ class Segment:
         ce = F.cross_entropy(out, y, weight=weight, ignore_index=self.ignore_index, label_smoothing=label_smoothing)
         return ce + self.dice_weight * dice_loss(out, y, self.ignore_index) if self.dice_weight else ce
 
-    def hits(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """(correct pixels, labelled pixels) of a training batch."""
+    def hits(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(correct pixels, labelled pixels) of a training batch, as tensors on its device."""
         valid = y != self.ignore_index
-        return ((out.argmax(1) == y) & valid).sum(), int(valid.sum())
+        return ((out.argmax(1) == y) & valid).sum(), valid.sum()
 
     def confusion(self, model, loader, *, device, amp_dtype, num_classes: int | None = None, desc: str | None = None):
         """(pixel confusion matrix (K, K) on the CPU, mean loss per batch) of `model` over `loader`."""
@@ -80,7 +80,7 @@ class Segment:
 
     def validate(self, model, loader, *, device, amp_dtype, gather) -> dict[str, float]:
         cm, loss = self.confusion(model, loader, device=device, amp_dtype=amp_dtype)
-        cm = gather(cm.unsqueeze(0)).sum(0)  # over the processes (each saw its block of val)
+        cm = gather(cm.unsqueeze(0)).sum(0)  # over the processes (each saw its block of val); the loss is this process's
         s = scores(cm, [str(i) for i in range(len(cm))])
         return {"val_loss": loss, "val_acc": s["pixel_acc"], "val_miou": s["miou"]}
 
