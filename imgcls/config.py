@@ -138,8 +138,11 @@ class TrainerConfig:
     accum_steps: int = 1  # gradient accumulation: batches summed into each optimizer step (effective batch = batch_size x this)
     clip_grad: float | None = None  # cap on the gradients' global L2 norm before each optimizer step; null = no clipping
     # the validation number that picks best.safetensors and drives early stopping: val_acc | val_loss | val_f1 (macro F1)
-    # | val_miou (segmentation; there val_acc is pixel accuracy)
+    # | val_miou (segmentation; there val_acc is pixel accuracy) | val_map, val_map50 (detection: COCO mAP@[.5:.95], AP50);
+    # val_acc on a task without it (detection) means the task's first monitor
     monitor: str = "val_acc"
+    # validate every N epochs (and after the last): detection's validation costs as much as a training epoch on a CPU
+    val_every: int = 1
     # experiment tracking (imgcls/training/trackers.py): csv | tensorboard | mlflow, or a list of them; null = none
     # (results.csv and metrics.json are always written). tensorboard: RUN/tensorboard; mlflow: see mlflow_uri
     logger: Any = None
@@ -183,7 +186,9 @@ def validate(cfg: Any) -> None:
         _check(cfg.name, ("cosine", "onecycle", "linear", "step", "constant"), "sched.name")
     elif isinstance(cfg, TrainerConfig):
         _check(cfg.tta, (0, 1, 2), "trainer.tta")
-        _check(cfg.monitor, ("val_acc", "val_loss", "val_f1", "val_miou"), "trainer.monitor")  # val_miou: segmentation
+        _check(cfg.monitor, ("val_acc", "val_loss", "val_f1", "val_miou", "val_map", "val_map50"), "trainer.monitor")
+        if cfg.val_every < 1:
+            raise ImgclsError(f"trainer.val_every={cfg.val_every} must be >= 1 (1 = validate after every epoch)")
         from imgcls.training.trackers import logger_names
 
         logger_names(cfg.logger)  # names every unknown logger

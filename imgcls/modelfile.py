@@ -24,7 +24,7 @@ from torch import nn
 from imgcls.atomic import atomic_path
 from imgcls.errors import ImgclsError
 
-FORMAT_VERSION = 3  # 2: the softmax temperature; 3: the task (classify | segment)
+FORMAT_VERSION = 3  # 2: the softmax temperature; 3: the task (classify | segment | detect)
 META_KEY = "imgcls"  # the ModelMeta as JSON: in a model file's header, an ONNX file's metadata_props, a .pt2's extra file
 
 
@@ -51,7 +51,8 @@ class ModelMeta:
     metrics: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # data set and recipe it was trained with
     calibration: dict[str, Any] = field(default_factory=dict)  # {"temperature": T, ...}: Predictor divides logits by T
-    task: str = "classify"  # what the model predicts (imgcls.tasks): classify (a label per image) | segment (per pixel)
+    # what the model predicts (imgcls.tasks): classify (a label per image) | segment (per pixel) | detect (boxes)
+    task: str = "classify"
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     format_version: int = FORMAT_VERSION

@@ -27,6 +27,7 @@ from imgcls.run_dir import new_run_dir
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 SEGMENT_LOGIT_BYTES = 2**29  # at most this much memory for a segmentation's logits at the photo's size (512 MB)
+MIN_SCORE = 0.25  # detections scoring below this are not reported (Predictor.min_score; Ultralytics' default conf)
 
 
 class Predictor:
@@ -41,10 +42,19 @@ class Predictor:
         self.batch_size = batch_size
         # Temperature scaling (imgcls.evaluation.calibration): calibrated scores, the same predicted classes.
         self.temperature = float(self.meta.calibration.get("temperature", 1.0))
-        self.task = getattr(self.meta, "task", "classify")  # segment: a mask per image instead of labels
+        self.task = getattr(self.meta, "task", "classify")  # segment: a mask per image; detect: boxes
+        self.min_score = MIN_SCORE  # detection: the lowest score reported
         p = self.meta.preprocess
         self.channels = p.channels
-        self.transform = eval_transform(tuple(p.input_size), p.mean, p.std, resize=p.resize, interpolation=p.interpolation)
+        if self.task == "detect":  # the detector resizes and normalizes itself: the image as it is, in [0, 1]
+            from torchvision.transforms import v2
+
+            self.transform = v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)])
+            # a photo decoded larger than the detector's largest side (5/3 of its shorter) x 1.6 is shrunk first
+            self.decode_cap = int(max(p.input_size) * 5 / 3 * 1.6)
+        else:
+            self.transform = eval_transform(tuple(p.input_size), p.mean, p.std, resize=p.resize,
+                                            interpolation=p.interpolation)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "auto", batch_size: int = 64) -> Predictor:
@@ -127,6 +137,35 @@ class Predictor:
         return {"mask": mask, "pixel_share": {c: round(float(n) / mask.size, 6) for c, n in zip(self.classes, counts) if n},
                 "label": self.classes[int(counts[1:].argmax()) + 1] if len(counts) > 1 and counts[1:].any() else self.classes[0]}
 
+    @torch.no_grad()
+    def detect(self, images: list[Image.Image], min_score: float | None = None) -> list[dict[str, Any]]:
+        """Detections of decoded images, boxes in each image's own pixels: {"detections": [{"label", "index",
+        "score", "box": [x1, y1, x2, y2]}, ...] best first, "label" and "score" of the best (or "" and 0.0)};
+        those scoring below `min_score` (default: `self.min_score`) left out."""
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            chunk = images[i:i + self.batch_size]
+            xs, scales = [], []
+            for im in chunk:
+                s = min(1.0, self.decode_cap / max(im.size))
+                if s < 1.0:
+                    im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.BILINEAR)
+                xs.append(self.transform(im).to(self.device))
+                scales.append(s)
+            for o, s in zip(self.model(xs), scales):
+                out.append(self.detect_result(o, s, min_score))
+        return out
+
+    def detect_result(self, o: dict, scale: float = 1.0, min_score: float | None = None) -> dict[str, Any]:
+        """One image's answer from the detector's {"boxes", "scores", "labels"} (boxes divided by `scale`)."""
+        keep = o["scores"].float().cpu() >= (self.min_score if min_score is None else min_score)
+        boxes = (o["boxes"].float().cpu()[keep] / scale).tolist()
+        scores, labels = o["scores"].float().cpu()[keep].tolist(), o["labels"].cpu()[keep].tolist()
+        dets = sorted(({"label": self.classes[int(k)] if 0 <= int(k) < len(self.classes) else str(int(k)),
+                        "index": int(k), "score": round(float(sc), 6), "box": [round(float(v), 2) for v in b]}
+                       for b, sc, k in zip(boxes, scores, labels)), key=lambda d: -d["score"])
+        return {"detections": dets, "label": dets[0]["label"] if dets else "", "score": dets[0]["score"] if dets else 0.0}
+
     def predict(self, source: ImageInput | Iterable[ImageInput], top_k: int = 5, *, skip_errors: bool = False):
         """Predict one image (returns a dict) or many (a list of dicts).
 
@@ -135,7 +174,9 @@ class Predictor:
         and `top_k` = [{"label", "score"}, ...], and `path` for files. With `skip_errors`, an
         unreadable file gives {"path", "error"} instead of raising. A segmentation model's results have
         `mask` (H, W) uint8 of class indices at the image's size, `pixel_share` {class: share of the
-        pixels} and `label` (the most frequent class after the first, the background).
+        pixels} and `label` (the most frequent class after the first, the background). A detector's results have
+        `detections` [{"label", "index", "score", "box": [x1, y1, x2, y2] in the image's pixels}, ...] scoring at
+        least `min_score`, best first, and `label`/`score` of the best.
         """
         if top_k < 1:
             raise ImgclsError(f"top_k must be at least 1, got {top_k}")
@@ -170,6 +211,12 @@ class Predictor:
                 if not skip_errors:
                     raise
                 results.append({"path": str(item), "error": str(e)})
+        if self.task == "detect":
+            it = iter(self.detect(images))
+            for r in results:
+                if "error" not in r:
+                    r.update(next(it))
+            return results
         logits = self.logits(images)
         if self.task == "segment":
             it = iter(zip(logits, images))
@@ -188,8 +235,12 @@ class Predictor:
 
 def predict_to_csv(ckpt: str | os.PathLike, source: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                    project: str = "runs", top_k: int = 5, device: str = "auto", batch_size: int = 64,
-                   progress: bool | None = None) -> tuple[Path, list[dict]]:
+                   progress: bool | None = None, min_score: float | None = None) -> tuple[Path, list[dict]]:
     """Predict every file of `source` (a file or folder) into <out_dir>/predictions.csv, streaming.
+
+    A video file (.mp4, .mov, .avi, .mkv, ...) is predicted frame by frame (imgcls.video.predict_video): frames.csv,
+    frames.jsonl and an annotated video, and the one result is that run's summary. A detector's predictions also
+    go to predictions.json and drawn/ (the boxes on each image); `min_score`: the lowest detection score kept.
 
     Files are decoded `batch_size` at a time and their rows written (and flushed) as each batch is
     done, so memory stays bounded and a long run can be watched. A file that is not a readable image
@@ -202,6 +253,14 @@ def predict_to_csv(ckpt: str | os.PathLike, source: str | os.PathLike, out_dir: 
     if not Path(source).exists():
         raise ImgclsError(f"source not found: {source}")
     predictor = Predictor.load(ckpt, device=device, batch_size=batch_size)
+    if min_score is not None:
+        predictor.min_score = min_score
+    from imgcls.video import is_video, predict_video
+
+    if Path(source).is_file() and is_video(source):  # frames predicted as a stream, an annotated video beside
+        out_dir = Path(out_dir) if out_dir else new_run_dir(project, "predict")
+        summary = predict_video(predictor, source, out_dir, top_k=top_k, progress=progress)
+        return Path(summary["csv"]), [summary]
     if Path(source).is_dir():  # every visible file, so that a non-image is reported rather than silently left out
         files = sorted(str(p) for p in Path(source).rglob("*")
                        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts))
@@ -213,6 +272,8 @@ def predict_to_csv(ckpt: str | os.PathLike, source: str | os.PathLike, out_dir: 
     out_dir.mkdir(parents=True, exist_ok=True)
     if predictor.task == "segment":
         return _segment_to_files(predictor, files, out_dir, progress)
+    if predictor.task == "detect":
+        return _detect_to_files(predictor, files, out_dir, progress)
     path = out_dir / "predictions.csv"
     results = []
     with open(path, "w", newline="") as f, progress_bar(desc="predict", total=len(files), unit="img", progress=progress,
@@ -254,4 +315,37 @@ def _segment_to_files(predictor: Predictor, files: list[str], out_dir: Path, pro
                         json.dumps(row.get("pixel_share", {})), row["error"]])
             results.append(row)
             bar.update(1)
+    return path, results
+
+
+def _detect_to_files(predictor: Predictor, files: list[str], out_dir: Path, progress: bool | None) -> tuple[Path, list[dict]]:
+    """A detector's predictions: predictions.csv (one row per box: path, label, score, x1, y1, x2, y2; an image
+    without detections gets one row with no box; unreadable files their error), predictions.json (per image)
+    and drawn/NNNNN_<stem>.jpg (the boxes on the photo)."""
+    from imgcls.video import annotate
+
+    (out_dir / "drawn").mkdir(exist_ok=True)
+    path, results = out_dir / "predictions.csv", []
+    with open(path, "w", newline="") as f, open(out_dir / "predictions.json.tmp", "w") as fj, \
+            progress_bar(desc="predict", total=len(files), unit="img", progress=progress, leave=True) as bar:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "score", "x1", "y1", "x2", "y2", "error"])
+        fj.write("[")
+        for i, r in enumerate(predictor.predict_iter(files, skip_errors=True)):
+            if "error" in r:
+                w.writerow([r["path"], "", "", "", "", "", "", r["error"]])
+            else:
+                for d in r["detections"] or [None]:
+                    w.writerow([r["path"], d["label"], f"{d['score']:.6f}", *d["box"], ""] if d else
+                               [r["path"], "", "", "", "", "", "", ""])
+                drawn = out_dir / "drawn" / f"{i:05d}_{Path(r['path']).stem}.jpg"
+                annotate(predictor, predictor._to_pil(r["path"]), r).save(drawn, quality=90)
+                r["drawn"] = str(drawn)
+            fj.write(("," if i else "") + "\n" + json.dumps(r))
+            results.append(r)
+            bar.update(1)
+            if (i + 1) % predictor.batch_size == 0:
+                f.flush()
+        fj.write("\n]\n")
+    os.replace(out_dir / "predictions.json.tmp", out_dir / "predictions.json")
     return path, results

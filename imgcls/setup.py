@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import imgcls.tasks.detect  # noqa: F401 - registers the detection data sources
 import imgcls.tasks.segment  # noqa: F401 - registers the segmentation data sources
 from imgcls.config import (
     TRAIN_GROUPS,
@@ -144,6 +145,10 @@ PHOTO_RECIPES = {True: "photo_finetune", False: "photo_scratch"}  # the experime
 # disk), at 256 px on a CPU and 512 on a GPU; the CLI puts this recipe first
 SEGMENT_MODEL, SEGMENT_ENCODER, SEGMENT_SIZES = "deeplabv3plus", "mobilenet_v2", {"cuda": 512, "cpu": 256}
 SEGMENT_RECIPE = "segment_finetune"
+# model=auto on images with boxes: Faster R-CNN on a MobileNetV2 FPN (its ImageNet weights when on disk), shorter
+# side 416 px on a CPU and 640 on a GPU
+DETECT_MODEL, DETECT_BACKBONE, DETECT_SIZES = "fasterrcnn", "mobilenet_v2", {"cuda": 640, "cpu": 416}
+DETECT_RECIPE = "detect_finetune"
 
 
 @dataclass
@@ -162,8 +167,8 @@ class Choice:
     @property
     def recipe(self) -> str | None:
         """The experiment (conf/experiment/) made for this choice: None for small images."""
-        if self.task == "segment":
-            return SEGMENT_RECIPE
+        if self.task in ("segment", "detect"):
+            return SEGMENT_RECIPE if self.task == "segment" else DETECT_RECIPE
         return PHOTO_RECIPES[self.pretrained] if self.photos else None
 
 
@@ -205,8 +210,8 @@ def choose_model(dcfg: DataConfig, device: str | torch.device = "cpu", *, rememb
 
 def _choose_model(dcfg: DataConfig, dev: str) -> Choice:
     probe = load_data(dcfg)  # photos stay files (a scan and a few headers); small images are decoded (cached)
-    if probe.task == "segment":
-        return _choose_segmenter(dcfg, dev, probe)
+    if probe.task in ("segment", "detect"):
+        return _choose_dense(dcfg, dev, probe)
     how = "model=NAME or model=timm|torchvision model.name=ARCH picks another"
     if probe.in_memory:
         side = probe.image_size[0]
@@ -230,20 +235,26 @@ def _choose_model(dcfg: DataConfig, dev: str) -> Choice:
     return Choice(ModelConfig(name=SCRATCH_PHOTO_MODEL), size, True, False, lines, probe, dcfg)
 
 
-def _choose_segmenter(dcfg: DataConfig, dev: str, probe: DataBundle) -> Choice:
+def _choose_dense(dcfg: DataConfig, dev: str, probe: DataBundle) -> Choice:
+    """model=auto for masks (DeepLabV3+) or boxes (Faster R-CNN), on MobileNetV2 with its ImageNet weights when on disk."""
     from imgcls.models.hub import cached_weights, weights_download_hint
 
+    segment = probe.task == "segment"
+    name, arch = (SEGMENT_MODEL, SEGMENT_ENCODER) if segment else (DETECT_MODEL, DETECT_BACKBONE)
     try:
-        found = cached_weights("torchvision", SEGMENT_ENCODER)
+        found = cached_weights("torchvision", arch)
     except ImgclsError:
         found = None
-    size = dcfg.image_size or SEGMENT_SIZES["cuda" if dev == "cuda" else "cpu"]
-    model = ModelConfig(name=SEGMENT_MODEL, args={"encoder": SEGMENT_ENCODER}, pretrained=found)
-    line = (f"model=auto: images with masks: {SEGMENT_MODEL} on {SEGMENT_ENCODER}, "
-            + (f"its encoder from ImageNet weights on disk ({found})" if found else
-               f"no ImageNet weights on disk: model.pretrained=FILE, or put {weights_download_hint('torchvision', SEGMENT_ENCODER)}")
-            + f", at {size} px (model=unet|lraspp|deeplabv3plus model.encoder=NAME picks another)")
-    return Choice(model, size, False, found is not None, [line], probe, dcfg, task="segment")
+    size = dcfg.image_size or (SEGMENT_SIZES if segment else DETECT_SIZES)["cuda" if dev == "cuda" else "cpu"]
+    part = "encoder" if segment else "backbone"
+    model = ModelConfig(name=name, args={part: arch}, pretrained=found)
+    other = "model=unet|lraspp|deeplabv3plus model.encoder=NAME" if segment else \
+        "model=fcos|retinanet|fasterrcnn model.backbone=NAME"
+    line = (f"model=auto: images with {'masks' if segment else 'boxes'}: {name} on {arch}, "
+            + (f"its {part} from ImageNet weights on disk ({found})" if found else
+               f"no ImageNet weights on disk: model.pretrained=FILE, or put {weights_download_hint('torchvision', arch)}")
+            + f", at {size} px ({other} picks another)")
+    return Choice(model, size, False, found is not None, [line], probe, dcfg, task=probe.task)
 
 
 # ---------------------------------------------------------------- batch sizes that fit in memory
@@ -411,7 +422,7 @@ def setup(cfg: Configs, *, device: torch.device | None = None, restore: bool = F
         choice = choose_model(cfg.data, device)
         messages += choice.lines
         chosen = choice.model
-        if cfg.model.pretrained and choice.task == "segment":  # the user's encoder weights win over the caches'
+        if cfg.model.pretrained and choice.task != "classify":  # the user's encoder weights win over the caches'
             chosen = dataclasses.replace(chosen, pretrained=cfg.model.pretrained)
         cfg = dataclasses.replace(cfg, model=chosen, data=dataclasses.replace(
             cfg.data, image_size=cfg.data.image_size or choice.image_size))

@@ -52,6 +52,16 @@ def cmd_evaluate(cfg: DictConfig) -> None:
                  calibrate=cfg.calibrate)
     if "pretrained" in m:
         print(m["pretrained"])
+    if m.get("task") == "detect":
+        per = [r for r in m["per_class"] if r.get("ap") is not None]
+        worst = sorted(per, key=lambda r: r["ap"])[:5]
+        print(f"{m['split']}: mAP@[.5:.95] {m['map']:.3f}  mAP50 {m['map_50']:.3f}  recall (100 per image) "
+              f"{m['mar_100']:.3f}  ({m['num_samples']} images, {m['num_boxes']} boxes, {len(per)} classes present)")
+        if worst:
+            print("lowest AP: " + ", ".join(f"{r['class']} {r['ap']:.3f}" for r in worst))
+        print(f"metrics: {Path(m['out_dir']) / 'metrics.json'} (per class: per_class.csv; pr_curves.png; the worst images "
+              f"drawn in worst/)")
+        return
     if m.get("task") == "segment":
         worst = sorted(((v["iou"], c) for c, v in m["per_class"].items() if v["iou"] is not None))[:5]
         print(f"{m['split']}: mIoU {m['miou']:.2%}  pixel accuracy {m['pixel_acc']:.2%}  mean Dice {m['mean_dice']:.4f}  "
@@ -72,11 +82,19 @@ def cmd_predict(cfg: DictConfig) -> None:
     from imgcls.predict import predict_to_csv
 
     path, results = predict_to_csv(cfg.ckpt, cfg.source, cfg.out, project=cfg.project, top_k=cfg.top_k,
-                                   device=cfg.device)
+                                   device=cfg.device, min_score=cfg.get("min_score"))
+    if results and "fps" in results[0]:  # a video: predict_video printed its frames per second
+        v = results[0]
+        print(f"per frame: {v['csv']} and {v['jsonl']}" + (f"; annotated video: {v['video']}" if v["video"] else ""))
+        return
     errors = [r for r in results if r.get("error")]
     for r in results[:10]:
         if r.get("error"):
             print(f"{r['path']}: ERROR {r['error']}")
+        elif "detections" in r:
+            d = r["detections"]
+            print(f"{r['path']}: {len(d)} object(s)" + (": " + ", ".join(f"{x['label']} {x['score']:.2f}" for x in d[:6])
+                                                     if d else "") + (" ..." if len(d) > 6 else ""))
         elif "mask" in r:
             print(f"{r['path']}: " + ", ".join(f"{c} {v:.1%}" for c, v in r["pixel_share"].items()) + f"  ({r['overlay']})")
         else:
@@ -345,13 +363,14 @@ def _auto_recipe(argv: list[str]) -> list[str]:
         return argv  # the run itself reports the problem
     if choice.recipe is None:
         return argv
-    what = "images with masks" if choice.task == "segment" else "photos"
-    given = choice.task == "segment" and any(a.startswith("model.pretrained=") for a in argv)
+    what = {"segment": "images with masks", "detect": "images with boxes"}.get(choice.task, "photos")
+    dense = choice.task != "classify"
+    given = dense and any(a.startswith("model.pretrained=") for a in argv)
     weights = "the pretrained weights given" if given else \
         f"{'' if choice.pretrained else 'no '}pretrained weights on disk"
     print(f"recipe: experiment={choice.recipe}, made for {what}, with {weights} (experiment=NAME picks another; "
           f"key=value overrides still apply)")
-    weights = [f"model.pretrained={choice.model.pretrained}"] if choice.task == "segment" and choice.model.pretrained \
+    weights = [f"model.pretrained={choice.model.pretrained}"] if dense and choice.model.pretrained \
         and not any(a.startswith("model.pretrained=") for a in argv) else []  # the recipe names its model: keep the file
     return [f"experiment={choice.recipe}", *weights, *argv]
 

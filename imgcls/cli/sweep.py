@@ -29,7 +29,8 @@ TRIAL_FILE = "trial.json"
 SUMMARY_COLUMNS = ["trial", "status", "monitor", "value", "best_epoch", "val_acc", "val_loss", "val_f1", "test_top1",
                    "seconds", "run_dir", "overrides", "error"]
 # best value of each validation column over the epochs: the same epoch selection as best.safetensors
-BEST = {"val_acc": max, "val_loss": min, "val_f1": max, "val_miou": max}  # val_miou: segmentation
+BEST = {"val_acc": max, "val_loss": min, "val_f1": max, "val_miou": max,  # val_miou: segmentation
+        "val_map": max, "val_map50": max}  # detection
 
 
 def multirun_job() -> dict | None:

@@ -76,7 +76,8 @@ class FileLoader:
 
     def __init__(self, dataset: FileDataset | StoredDataset, *, batch_size: int, shuffle: bool, drop_last: bool = False,
                  workers: int = 2, seed: int = 0, pin_memory: bool = False, sample_weights: torch.Tensor | None = None,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, collate_fn=None):
+        self.collate_fn = collate_fn  # None: stack tensors (a task's targets of varying size: its own, e.g. lists)
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
         self.sample_weights = sample_weights  # balanced sampling: draws with replacement instead of shuffling
         self.workers, self.seed, self.epoch, self.pin_memory = workers, seed, 0, pin_memory
@@ -112,11 +113,11 @@ class FileLoader:
         if self.world > 1:  # the order is shared; workers' augmentation seeds are each process's own
             g_rank = epoch_generator(self.seed, self.epoch, self.rank)
             yield from DataLoader(self.dataset, batch_sampler=self._sharded_batches(g), num_workers=self.workers,
-                                  pin_memory=self.pin_memory, generator=g_rank)
+                                  pin_memory=self.pin_memory, generator=g_rank, collate_fn=self.collate_fn)
             return
         sampler = WeightedRandomSampler(self.sample_weights.double(), len(self.dataset), replacement=True, generator=g) \
             if self.sample_weights is not None else None
         loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=self.shuffle and sampler is None,
                             sampler=sampler, drop_last=self.drop_last, num_workers=self.workers, generator=g,
-                            pin_memory=self.pin_memory)
+                            pin_memory=self.pin_memory, collate_fn=self.collate_fn)
         yield from loader

@@ -93,6 +93,28 @@ class SegmentAnswer(BaseModel):
     overlay: str = Field(description="a JPEG data URL: the photo with each class's pixels tinted")
 
 
+class Detection(BaseModel):
+    label: str
+    index: int = Field(description="the class's index in the model's classes")
+    score: float = Field(description="the detector's confidence, in [0, 1]")
+    box: list[float] = Field(min_length=4, max_length=4,
+                             description="[x1, y1, x2, y2]: left, top, right, bottom in the image's pixels")
+
+
+class DetectResult(BaseModel):
+    filename: str = Field(description="the uploaded file's name (or 'file N' when it had none)")
+    width: int = Field(description="the image's width in pixels (the boxes' frame)")
+    height: int
+    label: str = Field(description="the class of the most confident detection ('' when none)")
+    score: float = Field(description="its score (0 when none)")
+    detections: list[Detection] = Field(description="the objects found scoring at least min_score, best first")
+
+
+class DetectAnswer(BaseModel):
+    model: str = Field(description="the model's architecture")
+    results: list[DetectResult] = Field(description="one per uploaded file, in the order sent")
+
+
 class Health(BaseModel):
     status: str = Field(description="always 'ok' while the server answers")
     uptime_seconds: float
@@ -109,7 +131,7 @@ class Preprocess(BaseModel):
 
 class ModelInfo(BaseModel):
     arch: str
-    task: str = Field(description="classify (POST /predict, /explain) or segment (POST /segment)")
+    task: str = Field(description="classify (POST /predict, /explain), segment (POST /segment) or detect (POST /detect)")
     format: str = Field(description="safetensors (a model file), onnx or pt2")
     classes: list[str]
     num_classes: int

@@ -69,7 +69,8 @@ def check_images(meta: ModelMeta, *, images: str | os.PathLike | None = None, da
             raise ImgclsError(f"images={images}: no such file or folder")
         pred = Predictor(_Stub(meta))
         pils = [pred._to_pil(f) for f in pred._expand(str(p))[:n]]
-        return torch.stack([pred.transform(im) for im in pils]), None, f"{p} ({len(pils)} images)"
+        xs = [pred.transform(im) for im in pils]
+        return (xs if meta.task == "detect" else torch.stack(xs)), None, f"{p} ({len(pils)} images)"
     from imgcls.data import make_loader
     from imgcls.evaluation.run import split_for_model
 
@@ -170,6 +171,12 @@ def export(ckpt: str | os.PathLike, format: str = "onnx", out: str | os.PathLike
         raise ImgclsError(f"out={out} should end in .{format}")
     refuse_overwrite(out, overwrite)
     model = load_model(ckpt, device="cpu")
+    if model.meta.task == "detect":
+        if format != "onnx":
+            raise ImgclsError("detectors export to ONNX (format=onnx): torch.export cannot yet trace their "
+                              "data-dependent number of boxes into a .pt2")
+        x, _, source = check_images(model.meta, images=images, data=data, split=split, n=min(check_images_n, 64))
+        return export_detector(model, x, source, out, t0, atol=atol, min_agreement=min_agreement, opset=opset)
     x, _, source = check_images(model.meta, images=images, data=data, split=split, n=check_images_n)
     sample = x[:2] if len(x) >= 2 else torch.cat([x, x])  # a batch of 2: the batch size stays symbolic
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -202,3 +209,75 @@ def export(ckpt: str | os.PathLike, format: str = "onnx", out: str | os.PathLike
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return ExportResult(path=out, format=format, parity=parity, seconds=time.perf_counter() - t0)
+
+
+class SingleImageDetector(torch.nn.Module):
+    """A detector as ONNX sees it: one image (3, H, W) in [0, 1] of any size in, (boxes (N, 4), scores (N,), labels
+    (N,)) out, in that image's pixels."""
+
+    def __init__(self, detector: torch.nn.Module):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, image: torch.Tensor):
+        o = self.detector([image])[0]
+        return o["boxes"], o["scores"], o["labels"]
+
+
+def compare_detections(ref: list[dict], got: list[dict], *, source: str, atol: float, min_agreement: float) -> Parity:
+    """Parity of boxes: an image agrees when the export finds as many boxes, of the same classes in the same order;
+    max_abs_diff is the largest difference of a box coordinate (pixels) or score over the images that agree."""
+    agree, diff = 0, 0.0
+    for r, g in zip(ref, got):
+        if len(r["boxes"]) == len(g["boxes"]) and torch.equal(r["labels"].long(), g["labels"].long()):
+            agree += 1
+            if len(r["boxes"]):
+                diff = max(diff, float((r["boxes"] - g["boxes"]).abs().max()), float((r["scores"] - g["scores"]).abs().max()))
+    return Parity(images=len(ref), source=source, max_abs_diff=diff, top1_agreement=agree / max(len(ref), 1), atol=atol,
+                  min_agreement=min_agreement)
+
+
+DETECT_ATOL = 0.05  # pixels of a box coordinate (and score) between the export and PyTorch
+
+
+def export_detector(model, x: list[torch.Tensor], source: str, out: Path, t0: float, *, atol: float, min_agreement: float,
+                    opset: int | None) -> ExportResult:
+    """ONNX export of a detector (TorchScript-based exporter: torchvision's detectors trace with a dynamic image
+    size and a data-dependent number of boxes), checked box for box against PyTorch on real images."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:  # pragma: no cover - a dependency
+        raise ImgclsError("ONNX export needs onnx: pip install onnx") from None
+    import warnings
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = tmp_dir / out.name
+    atol = max(atol, DETECT_ATOL)
+    min_agreement = min(min_agreement, 0.95)  # a score within rounding of the threshold may flip one box in an image
+    wrapped = SingleImageDetector(model).eval()
+    try:
+        with torch.no_grad():
+            ref = [model([im])[0] for im in progress_bar(x, desc="export check: PyTorch", unit="img")]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's warnings about Python values in the graph
+                try:
+                    torch.onnx.export(wrapped, (x[0],), str(tmp), dynamo=False, opset_version=opset or 17,
+                                      input_names=["image"], output_names=["boxes", "scores", "labels"],
+                                      dynamic_axes={"image": {1: "height", 2: "width"}, "boxes": {0: "n"},
+                                                    "scores": {0: "n"}, "labels": {0: "n"}})
+                except Exception as e:  # the exporter's errors are long; the first line says what failed
+                    raise ImgclsError(f"ONNX export of {model.meta.arch} failed: {str(e).strip().splitlines()[0]}") from None
+        set_onnx_metadata(tmp, {META_KEY: model.meta.to_json()})
+        runtime = OnnxModel(tmp)
+        got = [runtime([im])[0] for im in progress_bar(x, desc="export check: onnxruntime", unit="img")]
+        parity = compare_detections(ref, got, source=source, atol=atol, min_agreement=min_agreement)
+        set_onnx_metadata(tmp, {PARITY_KEY: json.dumps({**asdict(parity), "passed": parity.passed})})
+        if not parity.passed:
+            failed = out.with_name(f"{out.stem}.failed{out.suffix}")
+            os.replace(tmp, failed)
+            raise ImgclsError(f"the onnx export disagrees with the PyTorch model: {parity.summary()}; kept as {failed}")
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return ExportResult(path=out, format="onnx", parity=parity, seconds=time.perf_counter() - t0)

@@ -63,7 +63,15 @@ class OnnxModel:
     def eval(self) -> OnnxModel:
         return self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor | list[torch.Tensor]):
+        """Logits of a batch (N, C, H, W); a detector's export: a list of images (3, H, W) -> a list of
+        {"boxes", "scores", "labels"}, one image per run."""
+        if getattr(self.meta, "task", "classify") == "detect":
+            out = []
+            for im in x:
+                b, s, k = self.session.run(None, {self.input_name: np.ascontiguousarray(im.detach().cpu().float().numpy())})
+                out.append({"boxes": torch.from_numpy(b), "scores": torch.from_numpy(s), "labels": torch.from_numpy(k)})
+            return out
         arr = np.ascontiguousarray(x.detach().cpu().float().numpy())
         return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])
 

@@ -148,6 +148,7 @@ def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str 
 
     from imgcls.deploy.contract import (
         UPLOAD_ERRORS,
+        DetectAnswer,
         ExplainAnswer,
         Health,
         ModelInfo,
@@ -169,7 +170,11 @@ def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str 
 
     segmenter = predictor.task == "segment"
 
-    def run_model(images: list[Image.Image]) -> torch.Tensor:
+    detector = predictor.task == "detect"
+
+    def run_model(images: list[Image.Image]) -> torch.Tensor | list[dict]:
+        if detector:  # every box the detector keeps: each request applies its own min_score
+            return predictor.detect(images, min_score=0.0)
         if segmenter:  # (N, K, h, w) logits at the model's input size: each request resizes its own to its image
             return predictor.logits(images)
         return (predictor.logits(images) / predictor.temperature).softmax(1)
@@ -205,7 +210,7 @@ def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str 
 
             return guarded
 
-    app = FastAPI(title="imgcls", description=f"{meta.arch} classifying {len(meta.classes)} classes. Every error "
+    app = FastAPI(title="imgcls", description=f"{meta.arch} ({predictor.task}) over {len(meta.classes)} classes. Every error "
                   "answers {\"error\": {\"status\", \"code\", \"message\"}}.", version="1", lifespan=lifespan)
     app.router.route_class = GuardedRoute
 
@@ -334,6 +339,31 @@ def create_app(ckpt: str | Path, *, device: str = DEFAULTS.device, api_key: str 
                 loop = asyncio.get_running_loop()
                 answer = await loop.run_in_executor(batcher.executor, _segment_answer, predictor, logits, image)
             return {"filename": name, **answer}
+
+        return app
+
+    if detector:  # a detection model: POST /detect instead of /predict and /explain
+        protected.add("/detect")
+        uploads["/detect"] = ("files", False)
+        score_query = Query(predictor.min_score, ge=0.0, le=1.0, description="the lowest score of a box in the answer")
+
+        @app.post("/detect", operation_id="detect", response_model=DetectAnswer, dependencies=key_deps,
+                  responses=error_responses(*key_errors, *UPLOAD_ERRORS), openapi_extra=upload_encoding("files"),
+                  summary="Find the objects in one or several images: a box, class and score each")
+        async def detect(files: list[UploadFile] = File(description=f"one or several images ({kinds}; at most "
+                                                                    f"{limits.max_files} files, {mb} each, "
+                                                                    f"{limits.max_pixels:,} pixels each)"),
+                         min_score: float = score_query):
+            sent = await read_uploads(files, **file_limits)
+            async with admitted(sent):
+                images = await decode_all(sent)
+                found = await batcher.submit(images)
+            results = []
+            for (name, _), image, r in zip(sent, images, found):
+                dets = [d for d in r["detections"] if d["score"] >= min_score]
+                results.append({"filename": name, "width": image.width, "height": image.height, "detections": dets,
+                                "label": dets[0]["label"] if dets else "", "score": dets[0]["score"] if dets else 0.0})
+            return {"model": meta.arch, "results": results}
 
         return app
 

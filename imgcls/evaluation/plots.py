@@ -100,7 +100,10 @@ def _read_curves(results_csv: Path) -> dict[str, list[tuple[float, float]]]:
     try:
         with results_csv.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in _CURVE_COLUMNS if c not in (reader.fieldnames or [])]
+            fields = reader.fieldnames or []
+            # a task without accuracy (detection: val_map columns instead) needs the epoch and the losses
+            required = ("epoch", "train_loss") if "val_map" in fields else _CURVE_COLUMNS
+            missing = [c for c in required if c not in fields]
             if missing:
                 raise ImgclsError(f"{results_csv} is missing columns: {', '.join(missing)}")
             rows = list(reader)
@@ -109,7 +112,8 @@ def _read_curves(results_csv: Path) -> dict[str, list[tuple[float, float]]]:
     if not rows:
         raise ImgclsError(f"{results_csv} has no epochs to plot")
 
-    curves: dict[str, list[tuple[float, float]]] = {c: [] for c in _CURVE_COLUMNS[1:]}
+    extra = [c for c in fields if c.startswith("val_map")]
+    curves: dict[str, list[tuple[float, float]]] = {c: [] for c in (*_CURVE_COLUMNS[1:], *extra) if c in fields}
     for line, row in enumerate(rows, start=2):
         try:
             epoch = float(row["epoch"])
@@ -141,13 +145,17 @@ def plot_learning_curves(results_csv: str | Path, path: str | Path) -> Path:
 
     fig = Figure(figsize=(11, 4.5))
     panels = fig.subplots(1, 2)
-    for ax, metric, label in zip(panels, ("loss", "acc"), ("Loss", "Accuracy")):
-        for split in ("train", "val"):
-            points = curves[f"{split}_{metric}"]
+    boxes = "val_map" in curves  # detection: mAP and mAP50 in the second panel
+    second = (("val_map", "val mAP@[.5:.95]"), ("val_map50", "val mAP50")) if boxes else \
+        (("train_acc", "train"), ("val_acc", "val"))
+    panels_columns = ((("train_loss", "train"), ("val_loss", "val")), second)
+    for ax, columns, label in zip(panels, panels_columns, ("Loss", "mAP" if boxes else "Accuracy")):
+        for column, name in columns:
+            points = curves.get(column, [])
             if points:
                 epochs, values = zip(*points)
                 # Markers make a one-epoch run (a single point) visible.
-                ax.plot(epochs, values, marker="o", markersize=3, label=split)
+                ax.plot(epochs, values, marker="o", markersize=3, label=name)
         ax.set_xlabel("Epoch")
         ax.set_ylabel(label)
         ax.set_title(label)

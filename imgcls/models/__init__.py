@@ -2,6 +2,7 @@
 
 from imgcls.models import (  # noqa: F401  (registers the models)
     classic,
+    detection,
     fastnet,
     hub,
     mlp,

@@ -87,6 +87,8 @@ def align_keys(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor], model:
     network as `body` and its classifier as `head` (`body.features.0.weight`, `head.weight`).
     """
     prefixes = {k.split(".", 1)[0] + "." for k in own if "." in k}
+    if getattr(model, "weights_prefix", None):  # a model that says where a classifier's weights go (a detector's trunk)
+        prefixes.add(model.weights_prefix)
     best, best_hits = "", sum(k in own for k in sd)
     for p in prefixes:
         hits = sum(p + k in own for k in sd)

@@ -4,12 +4,13 @@ A task is an object with the same few methods (duck-typed, no base class): the t
 training accuracy's counts, the validation numbers of an epoch, the final scoring of a split, and
 the columns and monitors those add. The loop, run folder, budgets, resume, trackers, sweeps, model
 files and CLI are shared and call these; a data bundle says which task it is for (`DataBundle.task`),
-and a model file records it (`ModelMeta.task`). Detection lands as a third module here.
+and a model file records it (`ModelMeta.task`). Detection (boxes) is the third; its batches are lists and its
+models compute their own losses, so it also gives the loop `to_device` and `forward_loss` (optional methods).
 """
 
 from __future__ import annotations
 
-TASKS = ("classify", "segment")
+TASKS = ("classify", "segment", "detect")
 
 
 def get_task(name: str):
@@ -22,6 +23,10 @@ def get_task(name: str):
         from imgcls.tasks.segment import SEGMENT
 
         return SEGMENT
+    if name == "detect":
+        from imgcls.tasks.detect import DETECT
+
+        return DETECT
     from imgcls.errors import ImgclsError
 
     raise ImgclsError(f"unknown task {name!r}; one of: {', '.join(TASKS)}")
@@ -42,4 +47,4 @@ def require_classifier(task: str, what: str) -> None:
         from imgcls.errors import ImgclsError
 
         raise ImgclsError(f"{what} works on classifiers; this is a {task} model or data set (what each verb does for "
-                          f"{task}: docs/segmentation.md)")
+                          f"{task}: docs/{'detection' if task == 'detect' else 'segmentation'}.md)")

@@ -110,19 +110,24 @@ def train_one_epoch(
     counted = torch.zeros((), device=device, dtype=torch.long)  # units of accuracy: images, or labelled pixels
     seen, lr, t0 = 0, 0.0, time.perf_counter()
     clock = PhaseClock(device)
+    forward_loss = getattr(task, "forward_loss", None)
+    counts_hits = getattr(task, "train_accuracy", True)
     bar = tqdm(total=n_batches, desc=desc, disable=not show_progress, leave=False, dynamic_ncols=True)
     for i, (x, y) in enumerate(loader):
         if i >= n_batches or budget.exhausted():
             break
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = _to_device(task, x, y, device)
         if mix is not None:  # MixUp / CutMix: y becomes soft (B, K) targets
             x, y = mix(x, y)
         clock.tick("data")  # fetching, augmenting and normalizing the batch
         if i % accum_steps == 0:  # the first batch of an optimizer step
             lr = apply_schedule(optimizer, budget.progress(step, total_steps), sched)
         with autocast(device, amp_dtype):
-            out = model(x)
-            loss = task.loss(out, y, weight=class_weights, label_smoothing=label_smoothing)
+            if forward_loss is not None:  # a model that computes its loss from the targets (detectors)
+                out, loss = forward_loss(model, x, y)
+            else:
+                out = model(x)
+                loss = task.loss(out, y, weight=class_weights, label_smoothing=label_smoothing)
         clock.tick("forward")
         steps_now = (i + 1) % accum_steps == 0 or i + 1 == n_batches
         # DistributedDataParallel: gradients are averaged over the processes once per optimizer step
@@ -142,19 +147,30 @@ def train_one_epoch(
             step += 1
         clock.tick("optimizer")
         loss_sum += loss.detach() * len(y)
-        hit, units = task.hits(out.detach(), y)  # tensors stay on the device: no sync per step
-        correct += hit
-        counted += units
+        if counts_hits:
+            hit, units = task.hits(out.detach(), y)  # tensors stay on the device: no sync per step
+            correct += hit
+            counted += units
         seen += len(y)
         if show_progress and (i % 10 == 0 or i == n_batches - 1):  # .item() syncs the device: not every step
-            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / max(counted.item(), 1):.3f}",
+            acc = {"acc": f"{correct.item() / max(counted.item(), 1):.3f}"} if counts_hits else {}
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", **acc,
                             img_s=f"{seen / (time.perf_counter() - t0):.0f}", lr=f"{lr:.3g}")
         bar.update(1)
         clock.tick("logging")
     bar.close()
     per = max(seen, 1)
-    return {"loss": loss_sum.item() / per, "acc": correct.item() / max(counted.item(), 1), "images": seen, "step": step, "lr": lr,
+    acc = correct.item() / max(counted.item(), 1) if counts_hits else None
+    return {"loss": loss_sum.item() / per, "acc": acc, "images": seen, "step": step, "lr": lr,
             "seconds": time.perf_counter() - t0, "phases": clock.totals}
+
+
+def _to_device(task, x, y, device):
+    """A batch on the device: tensors, or a task's own structure (lists of images and box targets)."""
+    move = getattr(task, "to_device", None)
+    if move is not None:
+        return move(x, y, device)
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 class PhaseClock:
@@ -206,7 +222,7 @@ def fit(
     show_progress: bool = True, resume: bool = False, small_crop: tuple[int, float] | None = None,
     class_weights: torch.Tensor | None = None, mix: Callable | None = None, dist: Dist = SINGLE,
     accum_steps: int = 1, clip_grad: float | None = None, monitor: str = "val_acc",
-    on_epoch: Callable[[dict], None] | None = None, task=CLASSIFY,
+    on_epoch: Callable[[dict], None] | None = None, task=CLASSIFY, val_every: int = 1,
 ) -> FitResult:
     """Train for `epochs` (or until the time budget or early stopping), validating after each epoch.
 
@@ -219,7 +235,10 @@ def fit(
     picks the best epoch and drives early stopping; `accum_steps` and `clip_grad`: see `train_one_epoch`.
     `on_epoch(row)` (rank 0, after results.csv) gets each epoch's row with its training images/s (trackers).
     `task` (imgcls.tasks) gives the loss, accuracy and validation numbers (and the monitors they allow).
+    `val_every` > 1 validates every that many epochs and after the last (best.safetensors: the best validated epoch).
     """
+    if monitor == "val_acc" and monitor not in task.monitors:  # the default, on a task without accuracy (detection)
+        monitor = next(iter(task.monitors))
     if monitor not in task.monitors:
         raise ValueError(f"monitor must be one of {', '.join(task.monitors)}, got {monitor!r}")
     sign = task.monitors[monitor]
@@ -266,14 +285,18 @@ def fit(
                              class_weights=class_weights, mix=mix, accum_steps=accum_steps, clip_grad=clip_grad,
                              task=task)
         if dist.enabled:  # the epoch's numbers over all processes
-            loss_sum, correct, seen = all_sum(dist, [tr["loss"] * tr["images"], tr["acc"] * tr["images"], tr["images"]])
-            tr.update(loss=loss_sum / max(seen, 1), acc=correct / max(seen, 1), images=int(seen))
+            loss_sum, correct, seen = all_sum(dist, [tr["loss"] * tr["images"], (tr["acc"] or 0.0) * tr["images"],
+                                                     tr["images"]])
+            tr.update(loss=loss_sum / max(seen, 1), acc=correct / max(seen, 1) if tr["acc"] is not None else None,
+                      images=int(seen))
         step, images_seen = tr["step"], images_seen + tr["images"]
         for k, v in tr["phases"].items():
             phases[k] = phases.get(k, 0.0) + v
-        row = {"epoch": epoch + 1, "train_loss": round(tr["loss"], 6), "train_acc": round(tr["acc"], 6),
+        row = {"epoch": epoch + 1, "train_loss": round(tr["loss"], 6), "train_acc": None if tr["acc"] is None else round(tr["acc"], 6),
                **dict.fromkeys(task.columns), "lr": round(tr["lr"], 8)}
-        if val_loader is not None:
+        last_epoch = epoch + 1 == epochs or budget.exhausted()
+        validating = val_loader is not None and ((epoch + 1) % val_every == 0 or last_epoch)
+        if validating:
             t_val = time.perf_counter()
             numbers = task.validate(eval_model, val_loader, device=device, amp_dtype=amp_dtype,
                                     gather=lambda t: gather_cat(dist, t))
@@ -281,13 +304,13 @@ def fit(
             row.update({k: round(v, 6) for k, v in numbers.items()})
         row["seconds"] = round(time.perf_counter() - t0, 3)
         history.append(row)
-        improved = val_loader is None or sign * row[monitor] > best_score
+        improved = val_loader is None or (validating and sign * row[monitor] > best_score)
         if improved:
             best_score = sign * row[monitor] if val_loader is not None else -math.inf
-            best_acc = row["val_acc"] if val_loader is not None else -math.inf
+            best_acc = row.get("val_acc", row[monitor]) if val_loader is not None else -math.inf
             best_epoch, bad_epochs = epoch + 1, 0
-        else:
-            bad_epochs += 1
+        elif validating:
+            bad_epochs += val_every if (epoch + 1) % val_every == 0 else 1
         metrics = {k: row[k] for k in ("epoch", "train_loss", "train_acc", *task.columns)}
         done = epoch + 1 == epochs or budget.exhausted() or (patience and bad_epochs >= patience)
         info = {"epoch": epoch + 1, "step": step, "history": history, "best_acc": best_acc, "best_score": best_score,
@@ -302,9 +325,9 @@ def fit(
             write_results(history, run_dir / "results.csv", columns)
             if on_epoch is not None:
                 on_epoch({**row, "images_per_second": tr["images"] / max(tr["seconds"], 1e-9)})
-            val = "".join(f" {k} {row[k]:.4f}" for k in task.columns[:3]) if val_loader is not None else ""
-            tqdm.write(f"epoch {epoch + 1}/{epochs}: train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f}"
-                       f"{val} ({row['seconds']:.1f}s)")
+            shown = [k for k in ("train_loss", "train_acc", *task.columns[:3]) if row.get(k) is not None]
+            tqdm.write(f"epoch {epoch + 1}/{epochs}: " + " ".join(f"{k} {row[k]:.4f}" for k in shown) +
+                       f" ({row['seconds']:.1f}s)")
         barrier(dist)  # the others wait until the state is on disk (a resume finds it whole)
         if patience and bad_epochs >= patience:
             stopped_early = True

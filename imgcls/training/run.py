@@ -130,7 +130,15 @@ def estimate_eval_seconds(net: nn.Module, bundle: DataBundle, split: str, tcfg: 
     task = task_for(bundle)
     was_training = net.training
     net.eval()
+    if isinstance(x, list):  # a task whose batches are lists (detection): its own data on the device
+        x, y = task.to_device(x, y, device)
     with torch.no_grad(), autocast(device, dtype):
+        if task.name == "detect":  # boxes: the detector's own forward, no TTA, no loss at evaluation
+            net(x)
+            t = time.perf_counter()
+            net(x)
+            net.train(was_training)
+            return (time.perf_counter() - t) / n * len(data) * EVAL_SLACK
         tta_logits(net, x, tcfg.tta)  # warm-up, same shape
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -234,7 +242,7 @@ def _fit_and_score(s: Setup, cfg: Configs, dist: Dist, run_dir: Path, train_dl, 
                  limit_batches=t.limit_batches, show_progress=show_progress(t.progress) and dist.is_main, resume=bool(t.resume),
                  small_crop=(a.small_crop, a.small_crop_until) if a.small_crop else None,
                  class_weights=s.class_weights, mix=batch_mix(a, len(s.bundle.classes)), dist=dist,
-                 accum_steps=t.accum_steps, clip_grad=t.clip_grad, monitor=t.monitor,
+                 accum_steps=t.accum_steps, clip_grad=t.clip_grad, monitor=t.monitor, val_every=t.val_every,
                  on_epoch=trackers.log_epoch if trackers else None, task=task)
     if not result.history:
         raise ImgclsError(f"no epoch was trained in {run_dir} (the time budget is too small for one epoch)")
