@@ -221,6 +221,40 @@ def video(ckpt: Path, seconds: tuple[int, ...] = (30, 60), project: Path = ROOT 
     return rows
 
 
+def figure(ckpt: Path, photos: tuple[str, ...] = ("000000000139", "000000000632", "000000000785", "000000001000"),
+           clip: Path | None = None) -> None:
+    """docs/images/detection/: the model's boxes (score >= 0.3) on 4 COCO128 val photos (not trained on), and 4 frames
+    of the annotated clip `imgcls predict` wrote (--video), if given."""
+    import av
+    import numpy as np
+    from PIL import Image
+
+    from imgcls.evaluation.plots import plot_image_grid
+    from imgcls.predict import Predictor
+    from imgcls.video import annotate
+
+    out = ROOT / "docs" / "images" / "detection"
+    out.mkdir(parents=True, exist_ok=True)
+    val = Path(os.environ["IMGCLS_DATA"]) / "coco128" / "images" / "val2017"
+    files = [str(val / f"{p}.jpg") for p in photos if (val / f"{p}.jpg").is_file()]
+    pred = Predictor.load(ckpt, device="cpu")
+    pred.min_score = 0.3
+    images, captions = [], []
+    for f, r in zip(files, pred.predict(files)):
+        images.append(np.asarray(annotate(pred, Image.open(f).convert("RGB"), r)))
+        captions.append(f"{Path(f).name}: " + (", ".join(d["label"] for d in r["detections"][:5]) or "nothing found"))
+    plot_image_grid(images, captions, out / "coco128_val.png", cols=2,
+                    title=f"{pred.meta.arch} on COCO128 val photos, boxes scoring >= 0.3 ({ckpt.parent.name})")
+    print(f"figure: {out / 'coco128_val.png'}")
+    if clip is not None:
+        with av.open(str(clip)) as c:
+            frames = [f.to_image() for f in c.decode(video=0)]
+        picks = [frames[i] for i in np.linspace(0, len(frames) - 1, 4).round().astype(int)]
+        plot_image_grid([np.asarray(p) for p in picks], [f"frame {i}" for i in np.linspace(0, len(frames) - 1, 4).round().astype(int)],
+                        out / "clip_frames.png", cols=2, title=f"{clip.name}: a clip panned over real photos, as annotated")
+        print(f"figure: {out / 'clip_frames.png'}")
+
+
 # ------------------------------------------------------------------------------------------------ report
 def write_table() -> None:
     rows = json.loads(RESULTS.read_text())
@@ -255,6 +289,9 @@ def main() -> None:
     ap.add_argument("--peer", action="store_true", help="train the Ultralytics peer instead (its own virtual environment)")
     ap.add_argument("--project", default="runs/bench_detection")
     ap.add_argument("--table", action="store_true", help="only rewrite the table in docs/detection.md from the JSON")
+    ap.add_argument("--figure", metavar="MODEL_FILE", help="only draw docs/images/detection/: the boxes of MODEL_FILE on 4 "
+                    "val photos (and with --clip, 4 frames of an annotated clip)")
+    ap.add_argument("--clip", help="an annotated video from --video, for --figure")
     ap.add_argument("--video", metavar="MODEL_FILE", help="only time `imgcls predict` on a 30 s and a 60 s clip at 640x360 "
                     "(frames per second, peak memory) into benchmarks/results/detection_video.json")
     ap.add_argument("extra", nargs="*", help="more overrides for every imgcls run (after --)")
@@ -267,6 +304,9 @@ def main() -> None:
         return
     if a.video:
         video(Path(a.video))
+        return
+    if a.figure:
+        figure(Path(a.figure), clip=Path(a.clip) if a.clip else None)
         return
     rows = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
     mine = []

@@ -444,6 +444,13 @@ def setup(cfg: Configs, *, device: torch.device | None = None, restore: bool = F
     if t.size_choices and not t.time_budget:
         messages.append("note: trainer.size_choices is ignored without trainer.time_budget (the model is trained as given)")
     cfg = dataclasses.replace(cfg, data=dcfg)
+    if bundle.task == "detect":  # options made for batches of tensors: refused with the reason, not a deep traceback
+        bad = [k for k, on in (("aug.mixup", cfg.aug.mixup), ("aug.cutmix", cfg.aug.cutmix),
+                               ("trainer.cpu_bf16", t.cpu_bf16 and device.type == "cpu"),
+                               ("trainer.size_choices", t.size_choices), ("aug.small_crop", cfg.aug.small_crop)) if on]
+        if bad:
+            raise ImgclsError(f"{', '.join(bad)}: not available for detection (they mix or time batches of equal-sized "
+                              f"images; a detection batch is a list of photos with their boxes); leave them unset")
     if t.cpu_bf16 and device.type == "cpu":  # on only where this CPU has native bf16 and a step measures faster with it
         use, line = cpu_bf16_choice(cfg, bundle, device, channels_last)
         t = dataclasses.replace(t, cpu_bf16=use)

@@ -100,10 +100,13 @@ def predict_video(predictor, source, out_dir: Path, *, top_k: int = 5, progress:
     info = video_info(source)
     csv_path, jsonl_path = out_dir / "frames.csv", out_dir / "frames.jsonl"
     video_path = out_dir / f"{source.stem}_annotated.mp4" if write_video else None
+    partial = out_dir / f".{source.stem}_annotated.partial.mp4"  # renamed once whole: no truncated video left behind
     container = _open(source)
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # FFmpeg decodes on its own threads
+    rate = stream.average_rate or stream.guessed_rate or 25  # a Fraction (29.97 stays 30000/1001)
     writer = ostream = None
+    finished = False
     t0, n = time.perf_counter(), 0
     total = min(info["frames"], max_frames) if info["frames"] and max_frames else (info["frames"] or max_frames)
     try:
@@ -124,8 +127,8 @@ def predict_video(predictor, source, out_dir: Path, *, top_k: int = 5, progress:
                     fj.write(json.dumps(row) + "\n")
                     if video_path is not None:
                         if writer is None:
-                            writer = av.open(str(video_path), "w")
-                            ostream = writer.add_stream("libx264", rate=round(info["fps"]) or 25)
+                            writer = av.open(str(partial), "w", format="mp4")
+                            ostream = writer.add_stream("libx264", rate=rate)
                             ostream.width, ostream.height = im.width - im.width % 2, im.height - im.height % 2
                             ostream.pix_fmt = "yuv420p"
                             ostream.options = {"preset": "veryfast", "crf": "23"}
@@ -148,12 +151,19 @@ def predict_video(predictor, source, out_dir: Path, *, top_k: int = 5, progress:
             if writer is not None:
                 for packet in ostream.encode():
                     writer.mux(packet)
+            finished = True
     except av.FFmpegError as e:
         raise ImgclsError(f"{source}: decoding failed at frame {n} ({e})") from None
     finally:
-        container.close()
-        if writer is not None:
-            writer.close()
+        try:
+            container.close()
+        finally:
+            if writer is not None:
+                writer.close()
+            if not finished:
+                partial.unlink(missing_ok=True)
+    if writer is not None:
+        partial.replace(video_path)
     seconds = time.perf_counter() - t0
     if not n:
         raise ImgclsError(f"{source}: no frame could be decoded")

@@ -38,7 +38,12 @@ def cmd_train(cfg: DictConfig) -> float:
     r = train(**{k: _plain(cfg, k) for k in TRAIN_GROUPS}, budget_from=t0 if job else None)
     print(f"model file: {r.best}")
     print(f"run folder: {r.run_dir}")
-    record = trial_record(r.history, cfg.trainer.monitor, r.metrics, r.run_dir, time.perf_counter() - t0)
+    monitor = cfg.trainer.monitor
+    if r.history and monitor not in r.history[0]:  # a task without val_acc (detection) monitors its own first number
+        from imgcls.tasks import effective_monitor, get_task
+
+        monitor = effective_monitor(monitor, get_task(r.metrics.get("task", "classify")))
+    record = trial_record(r.history, monitor, r.metrics, r.run_dir, time.perf_counter() - t0)
     if job and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone has the test numbers
         write_trial(job, record)
     return record["value"]
@@ -55,8 +60,12 @@ def cmd_evaluate(cfg: DictConfig) -> None:
     if m.get("task") == "detect":
         per = [r for r in m["per_class"] if r.get("ap") is not None]
         worst = sorted(per, key=lambda r: r["ap"])[:5]
-        print(f"{m['split']}: mAP@[.5:.95] {m['map']:.3f}  mAP50 {m['map_50']:.3f}  recall (100 per image) "
-              f"{m['mar_100']:.3f}  ({m['num_samples']} images, {m['num_boxes']} boxes, {len(per)} classes present)")
+
+        def f(v):  # COCO's undefined (no true box): None
+            return "n/a" if v is None else f"{v:.3f}"
+
+        print(f"{m['split']}: mAP@[.5:.95] {f(m['map'])}  mAP50 {f(m['map_50'])}  recall (100 per image) "
+              f"{f(m['mar_100'])}  ({m['num_samples']} images, {m['num_boxes']} boxes, {len(per)} classes present)")
         if worst:
             print("lowest AP: " + ", ".join(f"{r['class']} {r['ap']:.3f}" for r in worst))
         print(f"metrics: {Path(m['out_dir']) / 'metrics.json'} (per class: per_class.csv; pr_curves.png; the worst images "

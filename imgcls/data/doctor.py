@@ -62,6 +62,7 @@ class DoctorReport:
     notes: list[str] = field(default_factory=list)
     # a task's target files (segmentation masks): {"split", "path", "error"} for each one that is unusable
     target_problems: list[dict[str, str]] = field(default_factory=list)
+    target_kind: str = "masks"  # what the targets are: masks (segmentation) or boxes (detection)
 
     @property
     def conflicting_labels(self) -> list[dict[str, Any]]:
@@ -94,7 +95,7 @@ class DoctorReport:
         lines.append(f"  exact duplicates across splits (leakage): {len(self.duplicates_across)} groups"
                      + "".join(f"\n    {' = '.join(d['files'][:3])}" for d in self.duplicates_across[:10]))
         if self.target_problems:
-            lines.append(f"  targets (masks) with problems: {len(self.target_problems)}" + "".join(
+            lines.append(f"  targets ({self.target_kind}) with problems: {len(self.target_problems)}" + "".join(
                 f"\n    {t['path']}: {t['error']}" for t in self.target_problems[:20]))
         lines.append("no problems found" if not self.problems else f"{self.problems} problem(s) found")
         return "\n".join(lines)
@@ -307,6 +308,7 @@ def doctor(data: Any = None, *, out_dir: str | os.PathLike | None = None, projec
     t0 = time.perf_counter()
     files = folder_files(cfg.name, root)
     targets: list[dict[str, str]] = []
+    kind = "masks"
     if files is None:
         bundle = load_data(dataclasses.replace(cfg, val_fraction=0.0))  # the data set's own splits, no hold-out
         if bundle.train.targets is not None:  # images with target files (masks): the images as files, then the targets
@@ -314,6 +316,7 @@ def doctor(data: Any = None, *, out_dir: str | os.PathLike | None = None, projec
                      if (s := getattr(bundle, split)) is not None}
             scans, ignored, hits = scan_folders(files, root, cache_dir=cfg.cache_dir, use_cache=use_cache, workers=workers)
             targets = bundle.check_targets(bundle) if bundle.check_targets else []
+            kind = "boxes" if bundle.task == "detect" else "masks"
         elif bundle.train.images is None:
             raise ImgclsError(f"doctor scans image folders and data sets held in memory; {cfg.name} is neither here")
         else:
@@ -321,7 +324,7 @@ def doctor(data: Any = None, *, out_dir: str | os.PathLike | None = None, projec
     else:
         scans, ignored, hits = scan_folders(files, root, cache_dir=cfg.cache_dir, use_cache=use_cache, workers=workers)
     report = build_report(cfg.name, root, scans, ignored, hits, time.perf_counter() - t0)
-    report.target_problems = targets
+    report.target_problems, report.target_kind = targets, kind
     out = Path(out_dir) if out_dir else new_run_dir(project, f"doctor-{cfg.name.lower()}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "doctor.json").write_text(json.dumps(asdict(report), indent=1) + "\n")

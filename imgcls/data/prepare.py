@@ -122,11 +122,13 @@ def store_photos(bundle: DataBundle, *, cache_dir: str | Path, workers: int = 2,
 
 
 def write_split_lists(bundle: DataBundle, folder: str | Path) -> None:
-    """Save which samples went to which split, one "<id>\t<label>" per line, so a run can be audited."""
+    """Save which samples went to which split, one "<id>\t<label>" per line, so a run can be audited (detection: an
+    image's most frequent class, "-" for an image without boxes)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    k = len(bundle.classes)
     for name in ("train", "val", "test"):
         s = getattr(bundle, name)
         if s is not None:
-            lines = (f"{i}\t{bundle.classes[int(y)]}\n" for i, y in zip(s.ids, s.labels.tolist()))
+            lines = (f"{i}\t{bundle.classes[int(y)] if 0 <= y < k else '-'}\n" for i, y in zip(s.ids, s.labels.tolist()))
             (folder / f"{name}.txt").write_text("".join(lines))

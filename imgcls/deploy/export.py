@@ -155,13 +155,14 @@ def default_out(ckpt: str | os.PathLike, fmt: str) -> Path:
 
 def export(ckpt: str | os.PathLike, format: str = "onnx", out: str | os.PathLike | None = None, *,
            images: str | os.PathLike | None = None, data=None, split: str = "test", check_images_n: int = 256,
-           atol: float = 1e-3, min_agreement: float = 0.999, overwrite: bool = False, opset: int | None = None
+           atol: float = 1e-3, min_agreement: float | None = None, overwrite: bool = False, opset: int | None = None
            ) -> ExportResult:
     """Export the model file `ckpt` to `format` (onnx | pt2) at `out` (default: beside it) and check it.
 
     The check runs the export and the PyTorch model on up to `check_images_n` real images
     (`images=FOLDER`, else the model's own data set, `split`) and raises `ImgclsError` when the largest
-    logit difference exceeds `atol` or top-1 agreement falls below `min_agreement`.
+    logit difference exceeds `atol` or top-1 agreement falls below `min_agreement` (None: 0.999). A detector is
+    checked box for box instead (`export_detector`: images agreeing, None: 0.95; `atol` at least DETECT_ATOL pixels).
     """
     if format not in FORMATS:
         raise ImgclsError(f"format={format!r} is not one of: {', '.join(FORMATS)}")
@@ -176,7 +177,9 @@ def export(ckpt: str | os.PathLike, format: str = "onnx", out: str | os.PathLike
             raise ImgclsError("detectors export to ONNX (format=onnx): torch.export cannot yet trace their "
                               "data-dependent number of boxes into a .pt2")
         x, _, source = check_images(model.meta, images=images, data=data, split=split, n=min(check_images_n, 64))
-        return export_detector(model, x, source, out, t0, atol=atol, min_agreement=min_agreement, opset=opset)
+        return export_detector(model, x, source, out, t0, atol=atol, opset=opset,
+                               min_agreement=DETECT_AGREEMENT if min_agreement is None else min_agreement)
+    min_agreement = 0.999 if min_agreement is None else min_agreement
     x, _, source = check_images(model.meta, images=images, data=data, split=split, n=check_images_n)
     sample = x[:2] if len(x) >= 2 else torch.cat([x, x])  # a batch of 2: the batch size stays symbolic
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -238,6 +241,7 @@ def compare_detections(ref: list[dict], got: list[dict], *, source: str, atol: f
 
 
 DETECT_ATOL = 0.05  # pixels of a box coordinate (and score) between the export and PyTorch
+DETECT_AGREEMENT = 0.95  # share of images whose boxes agree (a score within rounding of a threshold may flip one box)
 
 
 def export_detector(model, x: list[torch.Tensor], source: str, out: Path, t0: float, *, atol: float, min_agreement: float,
@@ -254,7 +258,6 @@ def export_detector(model, x: list[torch.Tensor], source: str, out: Path, t0: fl
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp = tmp_dir / out.name
     atol = max(atol, DETECT_ATOL)
-    min_agreement = min(min_agreement, 0.95)  # a score within rounding of the threshold may flip one box in an image
     wrapped = SingleImageDetector(model).eval()
     try:
         with torch.no_grad():
@@ -276,7 +279,9 @@ def export_detector(model, x: list[torch.Tensor], source: str, out: Path, t0: fl
         if not parity.passed:
             failed = out.with_name(f"{out.stem}.failed{out.suffix}")
             os.replace(tmp, failed)
-            raise ImgclsError(f"the onnx export disagrees with the PyTorch model: {parity.summary()}; kept as {failed}")
+            raise ImgclsError(f"the onnx export's boxes disagree with the PyTorch model's: the same boxes on "
+                              f"{parity.top1_agreement:.0%} of {parity.images} images (at least {min_agreement:.0%}), largest "
+                              f"box or score difference {parity.max_abs_diff:.3g} (tolerance {atol:g}); kept as {failed}")
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -40,11 +40,14 @@ def detector(fn):
 
 
 class Trunk(nn.Module):
-    """A classifier's feature layers giving the outputs of chosen stages (stride 8, 16, 32) as an OrderedDict."""
+    """A classifier's feature layers giving the outputs of chosen stages (stride 8, 16, 32) as an OrderedDict.
 
-    def __init__(self, features: nn.Module, taps: dict[str, str], channels: list[int]):
+    `weights_prefix`: what the classifier's weights file keys miss of this trunk's keys (a MobileNet's file
+    names `features.0...`, as here; a ResNet's `conv1`, `layer1...`, here under `features.`)."""
+
+    def __init__(self, features: nn.Module, taps: dict[str, str], channels: list[int], weights_prefix: str = ""):
         super().__init__()
-        self.features, self.taps, self.channels = features, taps, channels
+        self.features, self.taps, self.channels, self.weights_prefix = features, taps, channels, weights_prefix
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         out = OrderedDict()
@@ -58,6 +61,8 @@ class Trunk(nn.Module):
 
 
 class TimmTrunk(nn.Module):
+    weights_prefix = "net."  # a timm weights file's keys are those of the features-only model under `net`
+
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
@@ -100,10 +105,17 @@ def make_trunk(name: str, in_chans: int, trainable_layers: int) -> nn.Module:
         import timm
 
         try:
-            net = timm.create_model(name[3:], pretrained=False, features_only=True, out_indices=(2, 3, 4),
-                                    norm_layer=None)
+            net = timm.create_model(name[3:], pretrained=False, features_only=True, out_indices=(2, 3, 4))
         except Exception as e:  # noqa: BLE001 - timm raises RuntimeError or KeyError for unknown names
             raise ImgclsError(f"timm backbone {name[3:]!r}: {e}") from None
+        from timm.layers import freeze_batch_norm_2d
+
+        net = freeze_batch_norm_2d(net)  # batch norms frozen, as for the torchvision backbones
+        if trainable_layers >= 0:  # the stem and early stages frozen, as _freeze_stages does
+            blocks = list(net.children())
+            for b in blocks[: max(0, len(blocks) - trainable_layers)]:
+                for p in b.parameters():
+                    p.requires_grad_(False)
         return TimmTrunk(net)
     import torchvision.models as tvm
 
@@ -124,7 +136,7 @@ def make_trunk(name: str, in_chans: int, trainable_layers: int) -> nn.Module:
                                       ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")))
     ch = [_out_channels(getattr(net, f"layer{i}")) for i in (2, 3, 4)]
     _freeze_stages(feats, trainable_layers)
-    return Trunk(feats, {"layer2": "0", "layer3": "1", "layer4": "2"}, ch)
+    return Trunk(feats, {"layer2": "0", "layer3": "1", "layer4": "2"}, ch, weights_prefix="features.")
 
 
 def _out_channels(block: nn.Module) -> int:
@@ -138,13 +150,14 @@ class Detector(nn.Module):
     """A torchvision detector with classes from 0 (Faster R-CNN reserves 0 for the background: shifted by one)."""
 
     head_name = "roi_heads"  # what is not backbone (for discriminative lrs): set per kind below
-    weights_prefix = "net.backbone.body."  # where an ImageNet classifier's weights go (imgcls.models.pretrained)
 
     def __init__(self, net: nn.Module, num_classes: int, background: bool):
         super().__init__()
         self.net = net
         self.num_classes = num_classes
         self.offset = 1 if background else 0
+        # where an ImageNet classifier's weights go (imgcls.models.pretrained.align_keys): the trunk's keys
+        self.weights_prefix = "net.backbone.body." + net.backbone.body.weights_prefix
 
     @property
     def backbone(self) -> nn.Module:

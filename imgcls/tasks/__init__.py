@@ -41,6 +41,12 @@ def task_for(bundle):
     return task
 
 
+def effective_monitor(monitor: str, task) -> str:
+    """trainer.monitor as a task uses it: the default val_acc means the task's first monitor where it has no accuracy
+    (detection: val_map)."""
+    return next(iter(task.monitors)) if monitor == "val_acc" and monitor not in task.monitors else monitor
+
+
 def require_classifier(task: str, what: str) -> None:
     """A clear error when a tool made for classifiers meets another task's model or data."""
     if task != "classify":

@@ -237,8 +237,9 @@ def fit(
     `task` (imgcls.tasks) gives the loss, accuracy and validation numbers (and the monitors they allow).
     `val_every` > 1 validates every that many epochs and after the last (best.safetensors: the best validated epoch).
     """
-    if monitor == "val_acc" and monitor not in task.monitors:  # the default, on a task without accuracy (detection)
-        monitor = next(iter(task.monitors))
+    from imgcls.tasks import effective_monitor
+
+    monitor = effective_monitor(monitor, task)  # the default val_acc, on a task without accuracy (detection): val_map
     if monitor not in task.monitors:
         raise ValueError(f"monitor must be one of {', '.join(task.monitors)}, got {monitor!r}")
     sign = task.monitors[monitor]
@@ -333,5 +334,9 @@ def fit(
             stopped_early = True
             tqdm.write(f"early stopping: no {monitor} improvement for {patience} epochs (best epoch {best_epoch})")
             break
+    if dist.is_main and val_loader is not None and history and best_epoch == 0:
+        # val_every > 1 and the budget ran out between two checks: no epoch was validated; the last one is the best known
+        save_model(eval_model, "best", {k: history[-1][k] for k in ("epoch", "train_loss", "train_acc", *task.columns)})
+        best_epoch = len(history)
     return FitResult(phases=phases, history=history, best_epoch=best_epoch, best_val_acc=None if best_acc == -math.inf else best_acc,
                      train_seconds=budget.elapsed(), stopped_early=stopped_early, images_seen=images_seen)

@@ -135,8 +135,12 @@ def estimate_eval_seconds(net: nn.Module, bundle: DataBundle, split: str, tcfg: 
     with torch.no_grad(), autocast(device, dtype):
         if task.name == "detect":  # boxes: the detector's own forward, no TTA, no loss at evaluation
             net(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             t = time.perf_counter()
             net(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             net.train(was_training)
             return (time.perf_counter() - t) / n * len(data) * EVAL_SLACK
         tta_logits(net, x, tcfg.tta)  # warm-up, same shape
@@ -405,7 +409,7 @@ def _score_task(s: Setup, eval_net: nn.Module, result: FitResult, run_dir: Path,
     t_eval = time.perf_counter()
     metrics = task.evaluate(eval_net, b, split, run_dir, device=s.device, batch_size=t.eval_batch_size, amp_dtype=dtype,
                             workers=s.cfg.data.workers)
-    headline = {k: metrics[k] for k in ("miou", "pixel_acc", "mean_dice") if k in metrics}
+    headline = {k: metrics[k] for k in ("miou", "pixel_acc", "mean_dice", "map", "map_50", "mar_100") if k in metrics}
     summary = {"epoch": result.best_epoch, "best_val_acc": result.best_val_acc, "task": task.name,
                **{f"{split}_{k}": v for k, v in headline.items()}, "train_seconds": round(result.train_seconds, 2),
                "eval_seconds": round(time.perf_counter() - t_eval, 2)}

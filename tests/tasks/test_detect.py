@@ -168,6 +168,7 @@ def test_doctor_names_degenerate_out_of_image_duplicate_and_unknown_boxes_with_f
     assert found[f"{lab}:3"].startswith(f"duplicate of the box at {lab}:1")
     assert found[f"{lab}:4"].startswith("degenerate") and found[f"{lab}:5"].startswith("out of the image")
     assert "class '9' is not one of the 2 classes" in found[f"{lab}:6"]
+    assert "targets (boxes) with problems: 4" in r.summary()
 
 
 def _bright_box(x: torch.Tensor) -> list[float] | None:
@@ -437,3 +438,47 @@ def test_every_detector_learns_a_step_on_boxes():
             assert out["boxes"][:, 2].max() <= 80.01 and out["labels"].max() < 2
     with pytest.raises(ImgclsError, match="multiple of 32"):
         create_model("fcos", num_classes=2, fpn_channels=48)
+
+
+def test_schemathesis_finds_nothing_on_the_detect_route(detector, tmp_path):
+    """The route detection added holds to the contract as the others do (tests/deploy/test_contract.py): real images of
+    every declared type answered 200 in the declared schema, min_score outside 0-1 refused with a documented 422."""
+    from imgcls.deploy.serve import ServeLimits, create_app
+    from tests.deploy.conftest import live_server
+    from tests.deploy.test_contract import cases, schemathesis
+
+    app = create_app(detector[0].best, limits=ServeLimits(max_files=4))
+    with live_server(app) as url:
+        p = schemathesis(url, tmp_path, "real")
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-6000:]
+    assert cases(out) >= 100 and app.state.batcher.calls >= 20, out[-3000:]
+
+
+def test_the_page_draws_the_boxes_in_a_browser(detector):
+    from imgcls.deploy.serve import create_app
+    from imgcls.predict import Predictor
+    from tests.deploy.conftest import live_server
+    from tests.deploy.test_browser import CHROMIUM_ARGS, need_browser
+
+    exe = need_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    r, root = detector
+    photo = root / "images" / "val" / "val003.png"
+    found = Predictor.load(r.best, device="cpu").predict(str(photo))["detections"]  # the server's default min_score
+    with live_server(create_app(r.best)) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            expect(page.locator("#info")).to_contain_text("detection", timeout=20_000)
+            page.set_input_files("#file", str(photo))
+            expect(page.locator("#box-pane")).to_be_visible(timeout=30_000)
+            expect(page.locator("#results .row")).to_have_count(len(found))
+            expect(page.locator("#top-label")).to_have_text(f"{len(found)} object(s)" if found else "no object found")
+            # the canvas holds the photo at its own size, boxes drawn on it
+            assert page.evaluate("[document.getElementById('boxes').width, document.getElementById('boxes').height]") == [80, 60]
+            assert page.locator("#error").inner_text() == ""
+        finally:
+            browser.close()

@@ -103,6 +103,7 @@ def detfolder(root: Path, *, channels: int | None, image_size: int | None, small
     if channels not in (None, 3):
         raise ImgclsError(f"detectors take RGB images; data.channels={channels}")
     parsed, names, fmt = read_any(root)
+    original = list(names)  # the labels' own classes (doctor checks the boxes as written, before any merge)
     lut = None
     if merge:
         names, lut = merged(names, merge)
@@ -110,7 +111,7 @@ def detfolder(root: Path, *, channels: int | None, image_size: int | None, small
     for s, sp in parsed.items():
         notes += sp.notes
         if not sp.images:
-            raise ImgclsError(f"{s} split of {root}: no image with labels")
+            raise ImgclsError(f"{s} split of {root}: no image found (looked for the images its labels name)")
         targets, dropped = [], 0
         for b in sp.boxes:
             if lut is not None:
@@ -132,7 +133,7 @@ def detfolder(root: Path, *, channels: int | None, image_size: int | None, small
     if "train" not in splits:
         raise ImgclsError(f"{root}: no train split (found {', '.join(splits)})")
     side = image_size or DEFAULT_SIZE
-    raw = {"root": root, "names": list(names), "parsed": parsed, "lut": lut}
+    raw = {"root": root, "names": original, "parsed": parsed}
     return DataBundle(name=f"detfolder-{root.stem}", classes=list(names), channels=3, image_size=(side, side),
                       mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0], notes=notes, task="detect",
                       loader=make_loader, check_targets=lambda b: check_boxes(b, raw),
@@ -150,7 +151,7 @@ def check_boxes(bundle: DataBundle, raw: dict) -> list[dict[str, str]]:
             except OSError as e:
                 problems.append({"split": split, "path": img, "error": f"unreadable image ({e})"})
                 continue
-            for i, what in box_problems(b, size, raw["names"] if raw["lut"] is None else list(range(10 ** 6))):
+            for i, what in box_problems(b, size, raw["names"]):
                 problems.append({"split": split, "path": b.where[i] if i < len(b.where) else img, "error": what})
     return problems
 

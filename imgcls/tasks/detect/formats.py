@@ -228,7 +228,7 @@ def read_coco(root: Path) -> tuple[dict[str, Split], list[str]] | None:
 # ---------------------------------------------------------------------------------------------------- VOC
 def read_voc_xml(path: Path) -> tuple[str, Boxes, list[str]]:
     """(image file name, boxes, class names as written) of one Pascal VOC annotation; VOC's pixel coordinates
-    are 1-based and inclusive: x1-1, y1-1 as torchvision's VOC reader does."""
+    are 1-based and inclusive: x1-1, y1-1 as Detectron2's VOC reader does (torchvision's keeps them as written)."""
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError) as e:

@@ -4,6 +4,7 @@ pycocotools, so the numbers are COCO's own), precision-recall curves and the wor
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -118,12 +119,13 @@ def write_files(metrics: dict, classes: list[str], out: Path, raw: dict | None, 
     """metrics.json, per_class.csv, pr_curves.png and worst/ (the images with most errors, boxes drawn)."""
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
-    with (out / "per_class.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["class", "boxes", "ap", "ap50", "recall"])
-        w.writeheader()
-        for row in metrics["per_class"]:
-            w.writerow({k: ("" if row.get(k) is None else (round(row[k], 4) if isinstance(row[k], float) else row[k]))
-                        for k in w.fieldnames})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["class", "boxes", "ap", "ap50", "recall"])
+    w.writeheader()
+    for row in metrics["per_class"]:
+        w.writerow({k: ("" if row.get(k) is None else (round(row[k], 4) if isinstance(row[k], float) else row[k]))
+                    for k in w.fieldnames})
+    write_text_atomic(out / "per_class.csv", buf.getvalue())
     if raw is not None:
         pr_curves(raw, classes, out / "pr_curves.png")
     if worst:
