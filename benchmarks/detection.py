@@ -124,13 +124,19 @@ print("DONE", time.perf_counter() - t0, flush=True)
 
 
 def peer_data(workdir: Path) -> Path:
-    """A dataset yaml Ultralytics reads: the photos and YOLO labels of COCO128 linked into one folder."""
+    """A dataset yaml Ultralytics reads: the photos of COCO128 linked file by file (Ultralytics finds labels by replacing
+    images/ with labels/ in a photo's path, and resolves linked folders) and its YOLO labels copied beside them."""
+    import shutil
+
     src = Path(os.environ["IMGCLS_DATA"]) / "coco128"
-    workdir.mkdir(parents=True, exist_ok=True)
-    for name, target in (("images", src / "images"), ("labels", src / "object_detection" / "labels")):
-        link = workdir / name
-        if not link.exists():
-            link.symlink_to(target)
+    for split in ("train2017", "val2017"):
+        images, labels = workdir / "images" / split, workdir / "labels" / split
+        images.mkdir(parents=True, exist_ok=True)
+        for photo in sorted((src / "images" / split).glob("*.jpg")):
+            if not (images / photo.name).exists():
+                (images / photo.name).symlink_to(photo)
+        if not labels.is_dir():
+            shutil.copytree(src / "object_detection" / "labels" / split, labels)
     import yaml
 
     names = yaml.safe_load((src / "object_detection" / "config.yaml").read_text())["names"]
@@ -192,7 +198,8 @@ def score_predictions(preds: list[dict]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ video
-def video(ckpt: Path, seconds: tuple[int, ...] = (30, 60), project: Path = ROOT / "runs" / "bench_video") -> list[dict]:
+def video(ckpt: Path, seconds: tuple[int, ...] = (30, 60), project: Path = ROOT / "runs" / "bench_video",
+          ) -> list[dict]:
     """`imgcls predict` on clips of 640x360 at 30 frames/s made from real COCO128 val photos (the camera panning over
     each photo in turn: real photos, not real footage), one clip and one twice as long: frames per second of the whole
     pipeline and the process's peak memory, each in its own process."""
@@ -212,12 +219,16 @@ def video(ckpt: Path, seconds: tuple[int, ...] = (30, 60), project: Path = ROOT 
             raise SystemExit(f"video {sec}s failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
         r = json.loads(re.findall(r"^RESULT (.+)$", p.stdout, flags=re.M)[-1])
         row = {"clip_seconds": sec, "frames": r["frames"], "fps": r["fps"], "seconds": r["seconds"],
-               "peak_rss_mb": round(r["peak_rss_mb"], 1), "size": f"{r['source']['width']}x{r['source']['height']}",
+               "peak_rss_mb": round(r["peak_rss_mb"], 1), "rss_mb_every_100_frames": r["rss_mb"],
+               "size": f"{r['source']['width']}x{r['source']['height']}",
                "model": str(ckpt), **machine()}
-        print(f"{sec} s clip: {row['frames']} frames at {row['fps']} frames/s, peak RSS {row['peak_rss_mb']} MB", flush=True)
+        samples = [m for _, m in r["rss_mb"]]
+        print(f"{sec} s clip: {row['frames']} frames at {row['fps']} frames/s, peak RSS {row['peak_rss_mb']} MB; resident "
+              f"MB every 100 frames: {samples}", flush=True)
         rows.append(row)
     path = RESULTS.with_name("detection_video.json")
-    path.write_text(json.dumps(rows, indent=1) + "\n")
+    kept = [r for r in json.loads(path.read_text()) if r["clip_seconds"] not in seconds] if path.is_file() else []
+    path.write_text(json.dumps(sorted(kept + rows, key=lambda r: r["clip_seconds"]), indent=1) + "\n")
     return rows
 
 
@@ -289,6 +300,7 @@ def main() -> None:
     ap.add_argument("--peer", action="store_true", help="train the Ultralytics peer instead (its own virtual environment)")
     ap.add_argument("--project", default="runs/bench_detection")
     ap.add_argument("--table", action="store_true", help="only rewrite the table in docs/detection.md from the JSON")
+    ap.add_argument("--video-seconds", type=int, nargs="+", default=[30, 60], help="clip lengths for --video")
     ap.add_argument("--figure", metavar="MODEL_FILE", help="only draw docs/images/detection/: the boxes of MODEL_FILE on 4 "
                     "val photos (and with --clip, 4 frames of an annotated clip)")
     ap.add_argument("--clip", help="an annotated video from --video, for --figure")
@@ -303,7 +315,7 @@ def main() -> None:
         write_table()
         return
     if a.video:
-        video(Path(a.video))
+        video(Path(a.video), seconds=tuple(a.video_seconds))
         return
     if a.figure:
         figure(Path(a.figure), clip=Path(a.clip) if a.clip else None)

@@ -22,6 +22,7 @@ from imgcls.progress import progress_bar
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv")
 FRAMES_PER_BATCH = 4  # frames predicted together (a detector's batch on a CPU)
+RSS_EVERY = 100  # frames between two samples of the process's resident memory (the summary's "rss_mb")
 
 
 def is_video(path) -> bool:
@@ -90,8 +91,8 @@ def predict_video(predictor, source, out_dir: Path, *, top_k: int = 5, progress:
                   write_video: bool = True, max_frames: int | None = None, say=print) -> dict[str, Any]:
     """Predict every frame of `source` into out_dir: frames.csv, frames.jsonl and <stem>_annotated.mp4.
 
-    Returns {"frames", "seconds", "fps", "csv", "jsonl", "video", "peak_rss_mb"}: frames predicted, the wall time
-    of the whole pipeline and its frames per second.
+    Returns {"frames", "seconds", "fps", "csv", "jsonl", "video", "peak_rss_mb", "rss_mb"}: frames predicted, the
+    wall time of the whole pipeline, its frames per second, and the resident memory every RSS_EVERY frames.
     """
     import av
 
@@ -107,6 +108,7 @@ def predict_video(predictor, source, out_dir: Path, *, top_k: int = 5, progress:
     rate = stream.average_rate or stream.guessed_rate or 25  # a Fraction (29.97 stays 30000/1001)
     writer = ostream = None
     finished = False
+    rss: list[tuple[int, float]] = []  # (frames done, resident MB): flat over a clip when nothing accumulates
     t0, n = time.perf_counter(), 0
     total = min(info["frames"], max_frames) if info["frames"] and max_frames else (info["frames"] or max_frames)
     try:
@@ -136,6 +138,8 @@ def predict_video(predictor, source, out_dir: Path, *, top_k: int = 5, progress:
                         for packet in ostream.encode(av.VideoFrame.from_image(drawn)):
                             writer.mux(packet)
                 bar.update(len(batch))
+                if (batch[-1][0] + 1) // RSS_EVERY != batch[0][0] // RSS_EVERY:  # a multiple of RSS_EVERY passed
+                    rss.append((batch[-1][0] + 1, current_rss_mb()))
                 batch.clear()
 
             for frame in container.decode(stream):
@@ -169,10 +173,22 @@ def predict_video(predictor, source, out_dir: Path, *, top_k: int = 5, progress:
         raise ImgclsError(f"{source}: no frame could be decoded")
     out = {"frames": n, "seconds": round(seconds, 3), "fps": round(n / seconds, 2), "csv": str(csv_path),
            "jsonl": str(jsonl_path), "video": str(video_path) if video_path else None, "peak_rss_mb": peak_rss_mb(),
+           "rss_mb": rss,
            "source": {**info, "path": str(source)}}
     say(f"{n} frames of {source.name} ({info['width']}x{info['height']}) in {seconds:.1f} s: {out['fps']:.1f} frames/s "
         f"(decode, predict, draw, encode)")
     return out
+
+
+def current_rss_mb() -> float:
+    """This process's resident memory now (Linux /proc; 0 elsewhere)."""
+    try:
+        import os
+
+        with open("/proc/self/statm") as f:
+            return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def peak_rss_mb() -> float:

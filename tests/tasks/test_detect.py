@@ -482,3 +482,25 @@ def test_the_page_draws_the_boxes_in_a_browser(detector):
             assert page.locator("#error").inner_text() == ""
         finally:
             browser.close()
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_small", "resnet18", "tu-resnet18"])
+def test_a_classifiers_imagenet_weights_fit_the_detectors_backbone(backbone, tmp_path):
+    """model.pretrained=FILE with a torchvision or timm classifier's weights file: every backbone tensor loads."""
+    import timm
+    import torchvision
+
+    from imgcls.models import create_model
+    from imgcls.models.pretrained import load_pretrained
+
+    torch.manual_seed(0)
+    clf = timm.create_model(backbone[3:], pretrained=False) if backbone.startswith("tu-") else \
+        getattr(torchvision.models, backbone)(weights=None)
+    torch.save(clf.state_dict(), tmp_path / "w.pth")
+    det = create_model("fasterrcnn", num_classes=3, backbone=backbone, fpn_channels=32)
+    report = load_pretrained(det, tmp_path / "w.pth")
+    body = {k for k in det.state_dict() if k.startswith("net.backbone.body.") and not k.endswith("num_batches_tracked")}
+    assert body <= set(report.loaded), sorted(body - set(report.loaded))[:5]
+    name = next(k for k in sorted(body) if k.endswith("weight"))
+    file_key = name[len(det.weights_prefix):]
+    assert torch.equal(det.state_dict()[name], clf.state_dict()[file_key])
