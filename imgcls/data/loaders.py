@@ -9,6 +9,7 @@ from imgcls.data.augment import photo_ops, policy_transform, tensor_batch_ops
 from imgcls.data.bundle import DataBundle, Split
 from imgcls.data.file_loader import FileDataset, FileLoader, StoredDataset, eval_transform, train_transform
 from imgcls.data.tensor_loader import TensorLoader
+from imgcls.errors import ImgclsError
 
 
 def make_loader(bundle: DataBundle, split: Split, *, train: bool, batch_size: int, aug: AugConfig | None = None,
@@ -54,3 +55,11 @@ def balanced_sample_weights(labels: torch.Tensor) -> torch.Tensor:
     """Per-sample draw weights 1 / (count of its class): every class is drawn equally often."""
     counts = torch.bincount(labels.cpu())
     return 1.0 / counts[labels.cpu()].double()
+
+
+def split_loader(bundle: DataBundle, split: str, *, batch_size: int, device, workers: int):
+    """(bundle.<split>, its evaluation loader) for a task's `evaluate`; a clear error when there is no such split."""
+    data = getattr(bundle, split, None)
+    if data is None or not len(data):
+        raise ImgclsError(f"data set {bundle.name!r} has no {split!r} split; choose split=train|val|test")
+    return data, make_loader(bundle, data, train=False, batch_size=batch_size, device=device, workers=workers)

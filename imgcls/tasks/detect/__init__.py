@@ -121,12 +121,9 @@ class Detect:
     def evaluate(self, model, bundle, split: str, out_dir: Path, *, device, batch_size: int = 8, amp_dtype=None,
                  workers: int = 2) -> dict:
         """COCO metrics of `model` on `bundle.<split>`: metrics.json, per_class.csv, pr_curves.png, worst/ in out_dir."""
-        from imgcls.data import make_loader
+        from imgcls.data.loaders import split_loader
 
-        data = getattr(bundle, split, None)
-        if data is None or not len(data):
-            raise ImgclsError(f"data set {bundle.name!r} has no {split!r} split; choose split=train|val|test")
-        loader = make_loader(bundle, data, train=False, batch_size=batch_size, device=device, workers=workers)
+        data, loader = split_loader(bundle, split, batch_size=batch_size, device=device, workers=workers)
         r, worst = self.run(model, loader, device=device, amp_dtype=amp_dtype, desc=f"evaluate {split}",
                             keep=WORST_IMAGES, classes=bundle.classes)
         s = summarize(r, bundle.classes)
